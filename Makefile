@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv and install lrnnet first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch. On this project's machines pip finds it on local disk; elsewhere add
+# TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu (or install the CUDA build you want first).
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+
+.PHONY: install dev demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10"
+	touch $@
+
+install dev: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/lrnnet-demo --workdir demo
+
+# pytest exits 5 when it collected no tests; that is not a failure of the suite.
+test: $(VENV)/.installed
+	$(PY) -m pytest -q; status=$$?; if [ $$status -eq 5 ]; then exit 0; else exit $$status; fi
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check lrnnet tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

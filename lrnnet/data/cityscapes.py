@@ -1,0 +1,124 @@
+"""A reader for the real Cityscapes folder layout.
+
+    ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
+    ROOT/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png   (or *_gtFine_labelTrainIds.png)
+    ROOT/leftImg8bit/demoVideo/{sequence}/*_leftImg8bit.png                (image sequences, no labels)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lrnnet.data.labels import label_ids_to_train_ids
+from lrnnet.errors import InputError
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
+DEMO_VIDEO = "demoVideo"
+
+
+@dataclass(frozen=True)
+class Sample:
+    image_path: Path
+    label_path: Path | None  # None where the split has no fine labels
+    city: str
+    stem: str  # "{city}_{seq}_{frame}", the name the official evaluation pairs on
+
+    @property
+    def label_is_train_ids(self) -> bool:
+        return self.label_path is not None and self.label_path.name.endswith(TRAIN_ID_SUFFIX)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """BGR uint8; a clear error for an unreadable file."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"cannot read image {path} (missing, not an image, or corrupt)")
+    return image
+
+
+def read_train_ids(sample: Sample) -> np.ndarray:
+    """The sample's ground truth as trainIds (255 = ignore), HxW uint8."""
+    if sample.label_path is None:
+        raise InputError(f"{sample.image_path} has no ground truth")
+    raw = cv2.imread(str(sample.label_path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 2:
+        raise InputError(f"cannot read label image {sample.label_path} (expected a single-channel PNG)")
+    raw = raw.astype(np.uint8, copy=False)
+    return raw if sample.label_is_train_ids else label_ids_to_train_ids(raw)
+
+
+def _expected_layout(root: Path, split: str) -> str:
+    return f"{root}/leftImg8bit/{split}/<city>/*{IMAGE_SUFFIX}"
+
+
+class CityscapesDataset:
+    """The image/label pairs of one split, sorted by city then name (deterministic)."""
+
+    def __init__(self, root: str | Path, split: str = "val", require_labels: bool = True):
+        if split not in SPLITS:
+            raise InputError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+        self.root = Path(root)
+        self.split = split
+        if not self.root.is_dir():
+            raise InputError(f"Cityscapes root {self.root} does not exist")
+        image_dir = self.root / "leftImg8bit" / split
+        images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+        if not images:
+            raise InputError(f"{self.root} is not a Cityscapes tree: no images for split '{split}'; "
+                             f"expected {_expected_layout(self.root, split)}")
+        self.samples = [self._pair(path, require_labels) for path in images]
+
+    def _pair(self, image_path: Path, require_labels: bool) -> Sample:
+        city = image_path.parent.name
+        stem = image_path.name[: -len(IMAGE_SUFFIX)]
+        label_dir = self.root / "gtFine" / self.split / city
+        label_path = next((p for p in (label_dir / f"{stem}{LABEL_ID_SUFFIX}", label_dir / f"{stem}{TRAIN_ID_SUFFIX}")
+                           if p.is_file()), None)
+        if label_path is None and require_labels:
+            raise InputError(f"no ground truth for {image_path}: expected {label_dir / (stem + LABEL_ID_SUFFIX)} "
+                             f"(or *{TRAIN_ID_SUFFIX})")
+        return Sample(image_path, label_path, city, stem)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | None, Sample]:
+        sample = self.samples[index]
+        labels = read_train_ids(sample) if sample.label_path is not None else None
+        return read_image(sample.image_path), labels, sample
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, Sample]]:
+        for index in range(len(self)):
+            yield self[index]
+
+    @property
+    def cities(self) -> list[str]:
+        return sorted({s.city for s in self.samples})
+
+
+def spread_across_cities(samples: list[Sample], count: int) -> list[Sample]:
+    """A deterministic subset of `count` samples taken round-robin over cities (for calibration)."""
+    by_city: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_city.setdefault(sample.city, []).append(sample)
+    round_robin = itertools.chain.from_iterable(itertools.zip_longest(*(by_city[c] for c in sorted(by_city))))
+    return [s for s in round_robin if s is not None][:count]
+
+
+def demo_video_sequences(root: str | Path) -> dict[str, list[Path]]:
+    """Cityscapes demoVideo sequences: name -> sorted frame paths."""
+    video_root = Path(root) / "leftImg8bit" / DEMO_VIDEO
+    sequences = {d.name: sorted(d.glob(f"*{IMAGE_SUFFIX}")) for d in sorted(video_root.glob("*")) if d.is_dir()}
+    sequences = {name: frames for name, frames in sequences.items() if frames}
+    if not sequences:
+        raise InputError(f"no demoVideo sequences under {root}: expected {video_root}/<sequence>/*{IMAGE_SUFFIX}")
+    return sequences

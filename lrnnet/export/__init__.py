@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX export of LRNNet, graph checks, metadata and verification against PyTorch."""

@@ -1,0 +1,135 @@
+"""Build LRNNet from a config, and save/load checkpoints with errors that say what is wrong.
+
+Checkpoint format (what ``lrnnet-train`` writes, and ``save_checkpoint``):
+``{"model": state_dict, "model_config": LRNNet.config, ...any extra keys}``.
+``load_checkpoint`` also takes a plain state dict; without a config it infers ``num_classes``
+from the classifier's weight and uses the defaults for the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lrnnet._io import atomic_output
+from lrnnet.errors import InputError
+from lrnnet.models.lrnnet import LRNNet
+
+__all__ = ["build_model", "load_checkpoint", "save_checkpoint"]
+
+_CLASSIFIER_WEIGHT = "classifier.weight"
+_SHOWN_KEYS = 3  # how many missing/unexpected keys an error message names
+
+
+def build_model(config: Mapping[str, Any]) -> LRNNet:
+    """An LRNNet from a config dict (``LRNNet.config``); unknown keys or bad values raise InputError."""
+    if not isinstance(config, Mapping):
+        raise InputError(f"model config must be a dict, got {type(config).__name__}")
+    try:
+        return LRNNet(**dict(config))
+    except TypeError as exc:  # unknown or misspelt key
+        raise InputError(f"bad model config {dict(config)!r}: {exc}") from exc
+    except ValueError as exc:  # a known key with a bad value
+        raise InputError(f"bad model config: {exc}") from exc
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: LRNNet, **extra: Any) -> None:
+    """Write ``{"model": state_dict, "model_config": model.config, **extra}`` to ``path`` atomically."""
+    reserved = {"model", "model_config"} & extra.keys()
+    if reserved:
+        raise ValueError(f"extra keys {sorted(reserved)} are reserved for the model itself")
+    payload = {"model": model.state_dict(), "model_config": dict(model.config), **extra}
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", **overrides: Any) -> LRNNet:
+    """An LRNNet in eval mode with the weights in ``path``.
+
+    ``overrides`` replace config entries that do not change the weights' shapes, e.g.
+    ``svd="exact"`` or ``power_iterations=30`` (both SVD methods share the same parameters).
+    """
+    path = Path(path)
+    obj = _read_torch_file(path, map_location)
+    state_dict, config = _split_checkpoint(obj, path)
+    if config is None:
+        config = {"num_classes": _infer_num_classes(state_dict, path)}
+    model = build_model({**config, **overrides})
+    _load_state_dict(model, state_dict, path)
+    return model.eval()
+
+
+def _read_torch_file(path: Path, map_location: Any) -> Any:
+    if not path.exists():
+        raise InputError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise InputError(f"checkpoint is not a file: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"cannot read {path} as a PyTorch checkpoint (corrupt, truncated, or not a torch.save file): "
+            f"{first_line}"
+        ) from exc
+
+
+def _split_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(state_dict, model_config or None) from a training checkpoint or a plain state dict."""
+    if not isinstance(obj, Mapping):
+        raise InputError(f"{path} holds a {type(obj).__name__}, not a state dict or a training checkpoint")
+    if "model" in obj:
+        state_dict, config = obj["model"], obj.get("model_config")
+        if config is not None and not isinstance(config, Mapping):
+            raise InputError(f"{path}: 'model_config' is a {type(config).__name__}, not a dict")
+    else:
+        state_dict, config = obj, None
+    if not isinstance(state_dict, Mapping) or not state_dict:
+        raise InputError(f"{path} holds no state dict (expected a dict of tensors, or {{'model': ...}})")
+    not_tensors = [k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise InputError(
+            f"{path} is not a state dict: {len(not_tensors)} entries are not named tensors, "
+            f"e.g. {not_tensors[:_SHOWN_KEYS]}"
+        )
+    return dict(state_dict), (dict(config) if config is not None else None)
+
+
+def _infer_num_classes(state_dict: Mapping[str, torch.Tensor], path: Path) -> int:
+    weight = state_dict.get(_CLASSIFIER_WEIGHT)
+    if weight is None or weight.dim() != 4:
+        raise InputError(
+            f"{path} is not an LRNNet state dict: no {_CLASSIFIER_WEIGHT!r} (N, C, 1, 1) "
+            f"(first keys: {list(state_dict)[:_SHOWN_KEYS]})"
+        )
+    return int(weight.shape[0])
+
+
+def _load_state_dict(model: LRNNet, state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys, e.g. {missing[:_SHOWN_KEYS]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:_SHOWN_KEYS]}")
+        raise InputError(f"{path} does not hold weights of this LRNNet: {'; '.join(parts)}")
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if state_dict[k].shape != v.shape
+    ]
+    if mismatched:
+        raise InputError(
+            f"{path}: {len(mismatched)} weights have other shapes than the model "
+            f"(config {model.config}): {'; '.join(mismatched[:_SHOWN_KEYS])}"
+        )
+    model.load_state_dict(state_dict)
