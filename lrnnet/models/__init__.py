@@ -10,8 +10,8 @@ from lrnnet.models.svd import SVD_METHODS, dominant_singular_vector
 __all__ = [
     "CONTEXT_MODULES",
     "DEFAULT_POWER_ITERATIONS",
-    "LRNNet",
     "SVD_METHODS",
+    "LRNNet",
     "build_model",
     "dominant_singular_vector",
     "load_checkpoint",

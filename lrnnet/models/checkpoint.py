@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,12 @@ def _read_torch_file(path: Path, map_location: Any) -> Any:
         raise InputError(f"checkpoint is not a file: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
+    except Exception as exc:  # junk bytes raise anything from IndexError to UnicodeDecodeError
+        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+            raise InputError(
+                f"{path} holds objects other than tensors and plain containers; refusing to unpickle them "
+                f"(only weights are loaded, with torch.load(weights_only=True))"
+            ) from exc
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"cannot read {path} as a PyTorch checkpoint (corrupt, truncated, or not a torch.save file): "
@@ -92,7 +96,9 @@ def _split_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], di
         state_dict, config = obj, None
     if not isinstance(state_dict, Mapping) or not state_dict:
         raise InputError(f"{path} holds no state dict (expected a dict of tensors, or {{'model': ...}})")
-    not_tensors = [k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    not_tensors = [
+        k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    ]
     if not_tensors:
         raise InputError(
             f"{path} is not a state dict: {len(not_tensors)} entries are not named tensors, "

@@ -38,13 +38,14 @@ __all__ = [
     "lrnnet",
 ]
 
-# Enough for the power method to match torch.linalg.svd on real activations to float32 noise;
-# measured with benchmarks/bench_svn.py (README.md gives the figures).
-DEFAULT_POWER_ITERATIONS = 10
+# The fewest iterations that match torch.linalg.svd to float32 noise (~7e-7 per vector) on
+# trained-like activations, whose worst region has sigma2/sigma1 ~ 0.62; 10 leaves 1e-5. Each
+# extra iteration costs one tiny batched (C' x C') matvec. Figures: benchmarks/bench_svn.py, README.md.
+DEFAULT_POWER_ITERATIONS = 15
 
 _BN_EPS = 1e-3  # as ERFNet/LEDNet, the code bases LRNNet's encoder descends from
 
-# (stage channels, number of FCBs, dilation of each FCB, dropout) after each downsampling unit.
+# (channels, dilation of each FCB, Dropout2d rate) of each stage, which opens with a downsampling unit.
 # Depth and dilations 1,2,5,9,2,5,9,17 of stage 3 follow LEDNet, which LRNNet's encoder builds on.
 _ENCODER_STAGES: tuple[tuple[int, tuple[int, ...], float], ...] = (
     (32, (1, 1, 1), 0.03),
@@ -148,10 +149,12 @@ def split_into_regions(x: torch.Tensor, grid: int) -> torch.Tensor:
     M M^T), so any input size that is a multiple of the encoder's stride works.
     """
     n, c, h, w = x.shape
-    rh, rw = -(-h // grid), -(-w // grid)  # ceil division on Python ints: static in a traced graph
-    pad_h, pad_w = rh * grid - h, rw * grid - w
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
+    # Ceil division written on non-negative operands: exported to ONNX's integer Div, which
+    # truncates, the usual -(-h // g) would round the wrong way under dynamic height/width.
+    rh, rw = (h + grid - 1) // grid, (w + grid - 1) // grid
+    # Padded unconditionally (a zero pad is a no-op): a Python `if` on the size would be frozen into
+    # a graph traced at one size and break an export with dynamic height/width.
+    x = F.pad(x, (0, rw * grid - w, 0, rh * grid - h))
     x = x.reshape(n, c, grid, rh, grid, rw).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(n * grid * grid, c, rh * rw)
 

@@ -47,7 +47,7 @@ SVD_METHODS = ("exact", "power")
 # Floor of every guarded division: float16's smallest normal number, so the guard survives a
 # conversion of the graph to half precision (a float32 "tiny" would become 0 there). Floors only
 # change magnitudes, never directions, so they cost no accuracy for any non-zero region.
-_FLOOR = 2.0 ** -14
+_FLOOR = 2.0**-14
 
 
 def _apply_sign_convention(u: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -95,7 +95,7 @@ def scaled_gram(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Scale entries into [-1, 1], then by 1/sqrt(n): every partial sum of the Gram product is <= 1.
     scale = m.abs().amax(dim=(1, 2), keepdim=True).clamp_min(_FLOOR)
     # Two steps, never scale * sqrt(n): that product alone overflows float16 for entries ~1e4.
-    scaled = (m / scale) * (n ** -0.5)
+    scaled = (m / scale) * (n**-0.5)
     gram = torch.matmul(scaled, scaled.transpose(1, 2))  # symmetric PSD
     # Largest entry 1 (a diagonal one, G being PSD), so the top eigenvalue is in [1, C] and the
     # loop's rescaling never has to blow up a vanishing vector, whatever n is.
