@@ -1,0 +1,126 @@
+"""lrnnet-bench: model-only latency and FPS by the LRNNet paper's protocol, for a .pth, .onnx or .engine."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
+
+PROG = "lrnnet-bench"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
+    return value
+
+
+def build_parser() -> Parser:
+    from lrnnet.runtime.benchmark import DEFAULT_ITERS, DEFAULT_WARMUP, SWEEP_SIZES
+
+    sweep_default = " ".join(f"{h}x{w}" for h, w in SWEEP_SIZES)
+    parser = make_parser(PROG, "Time the model alone by the LRNNet paper's protocol: batch 1, 1x3x512x1024, a random "
+                               "input already on the device, warm-up then synchronised timed iterations; mean and "
+                               "p50/p90/p99 latency and FPS, against the paper's 71 FPS on a GTX 1080Ti.")
+    parser.add_argument("--model", type=Path, required=True, help="model file (.pth, .onnx, .engine)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                        help="auto: by file type")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:N; onnxruntime also tensorrt (default: a GPU when there is one)")
+    parser.add_argument("--height", type=positive_int, default=None,
+                        help="input height (default 512, or a static export's own size)")
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help="input width (default 1024, or a static export's own size)")
+    parser.add_argument("--batch", type=positive_int, nargs="+", default=[1], metavar="N",
+                        help="batch size(s); more than one is a sweep (needs a .pth or a --dynamic export)")
+    parser.add_argument("--sweep", type=parse_size, nargs="*", default=None, metavar="HxW",
+                        help=f"time several input sizes (default {sweep_default}); needs a .pth or a --dynamic "
+                             "export")
+    parser.add_argument("--warmup", type=_non_negative_int, default=DEFAULT_WARMUP, help="untimed iterations first")
+    parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, help="timed iterations")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads (torch intra-op / ONNX Runtime intra-op); default all this process may use")
+    parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch on CUDA: FP16 autocast (default on CUDA); an ONNX's precision is in the graph")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="torch on CUDA or a TensorRT engine: replay a captured CUDA graph")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
+    return parser
+
+
+def _runner_options(args: argparse.Namespace, backend: str) -> dict:
+    from lrnnet.errors import InputError
+
+    options: dict = {}
+    if args.cuda_graph and backend == "tensorrt":  # the engine runner captures its own graph
+        options["cuda_graph"] = True
+    elif args.cuda_graph and backend != "torch":
+        raise InputError(f"--cuda-graph is for the torch and tensorrt backends, not {backend}")
+    if args.fp16 is not None:
+        if backend != "torch":
+            raise InputError(f"--fp16/--no-fp16 is for the torch backend; an {backend} model's precision lives in "
+                             "its graph (build lrnnet_fp16.onnx with lrnnet-build-engine --fp16)")
+        options["fp16"] = args.fp16
+    if args.threads is not None:
+        if backend == "onnxruntime":
+            options["threads"] = args.threads
+        elif backend == "torch":
+            import torch
+
+            torch.set_num_threads(args.threads)
+        else:
+            raise InputError(f"--threads is for CPU backends (torch, onnxruntime), not {backend}")
+    return options
+
+
+def _body(args: argparse.Namespace) -> int:
+    from lrnnet._io import write_json_atomic
+    from lrnnet.errors import InputError
+    from lrnnet.runtime.benchmark import SWEEP_SIZES, TABLE_HEADER, BenchmarkOptions, host_description, sweep
+    from lrnnet.runtime.latency import PAPER_SETTING
+    from lrnnet.runtime.runner import backend_for_path, open_runner
+
+    if (args.height is None) != (args.width is None):
+        raise InputError("give both --height and --width (or neither: 512x1024)")
+    if args.sweep is not None and args.height is not None:
+        raise InputError("give either --height/--width or --sweep, not both")
+    if not args.model.is_file():
+        raise InputError(f"model file {args.model} does not exist")
+    backend = backend_for_path(args.model) if args.backend == "auto" else args.backend
+    sizes = (args.sweep or list(SWEEP_SIZES)) if args.sweep is not None else \
+        [None if args.height is None else (args.height, args.width)]
+
+    with open_runner(args.model, backend=args.backend, device=args.device, **_runner_options(args, backend)) as runner:
+        results = sweep(runner, sizes, args.batch, BenchmarkOptions(warmup=args.warmup, iters=args.iters,
+                                                                     cuda_graph=args.cuda_graph and backend == "torch"),
+                        model_name=str(args.model))
+    first = results[0]
+    print(f"model: {args.model} ({first.backend}, {first.precision})")
+    print(f"device: {first.device}")
+    print(f"protocol: random input {'on the device' if first.input_on_device else 'on the host'} "
+          f"({first.method}), {args.warmup} warm-up + {args.iters} timed iterations, synchronised")
+    print(TABLE_HEADER)
+    for result in results:
+        print(result.row())
+    for result in results:
+        if result.batch == 1:
+            print(f"vs paper ({result.size[0]}x{result.size[1]}): {result.paper_comparison()['note']}")
+    if args.json is not None:
+        write_json_atomic(args.json, {"model": str(args.model), "device": first.device, "host": host_description(),
+                                      "reference": PAPER_SETTING, "runs": [r.to_dict() for r in results]})
+        print(f"report: {args.json}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, _body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

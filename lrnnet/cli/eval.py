@@ -1,0 +1,125 @@
+"""lrnnet-eval: mIoU of a model (any backend, any precision) on a Cityscapes split, or of several side by side."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
+
+PROG = "lrnnet-eval"
+
+
+def build_parser() -> Parser:
+    parser = make_parser(PROG, "Evaluate segmentation accuracy (mIoU, per-class IoU, pixel accuracy) on a Cityscapes "
+                               "split, with the official Cityscapes conventions, for a .pth, .onnx or .engine.")
+    models = parser.add_mutually_exclusive_group(required=True)
+    models.add_argument("--model", type=Path, help="the model to evaluate (.pth, .onnx, .engine)")
+    models.add_argument("--compare", type=Path, nargs="+", metavar="MODEL",
+                        help="evaluate several models in one run and print the accuracy drop of each against the "
+                             "first (e.g. lrnnet.pth lrnnet.onnx lrnnet_fp16.onnx lrnnet_int8.onnx)")
+    parser.add_argument("--data", type=Path, required=True, help="Cityscapes root (leftImg8bit/, gtFine/)")
+    parser.add_argument("--split", default="val", choices=("train", "val"), help="labelled split to evaluate")
+    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                        help="auto: by file type")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: a GPU when there is one)")
+    parser.add_argument("--size", type=parse_size, default=None, metavar="HxW",
+                        help="model input size; default: the export's own size (a .pth runs at the size of the "
+                             "first export compared, else 512x1024)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch and ONNX Runtime (default: all this process may use)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="run a .pth under FP16 autocast (CUDA only); by default it is the FP32 reference")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per inference call")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="only the first N images (a quick look; not a comparable score)")
+    parser.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
+                        help="write labelIds PNGs ({city}_{seq}_{frame}_pred_labelIds.png) for the official "
+                             "cityscapesscripts evaluation; one subfolder per model with --compare")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the report as JSON")
+    return parser
+
+
+def _prediction_dir(root: Path | None, index: int, model: Path, several: bool) -> Path | None:
+    if root is None or not several:
+        return root
+    return root / f"{index}_{model.stem}"
+
+
+def _runner_options(model: Path, args: argparse.Namespace) -> dict:
+    """Per-backend options. A .pth is the FP32 reference unless --fp16 (torch would autocast on CUDA).
+    ONNX Runtime takes its thread count per session; torch's is process-wide (set once in _body)."""
+    from lrnnet.runtime.runner import backend_for_path
+
+    chosen = backend_for_path(model) if args.backend == "auto" else args.backend
+    if chosen == "torch":
+        return {"fp16": args.fp16}
+    return {"threads": args.threads} if args.threads is not None and chosen == "onnxruntime" else {}
+
+
+def _body(args: argparse.Namespace) -> int:
+    from lrnnet._io import write_json_atomic
+    from lrnnet.data import CityscapesDataset
+    from lrnnet.errors import InputError
+    from lrnnet.eval import (
+        EvalReport,
+        check_sizes,
+        common_size,
+        comparison,
+        drop_table,
+        evaluate,
+        open_at_size,
+    )
+
+    models: list[Path] = list(args.compare) if args.compare else [args.model]
+    several = args.compare is not None
+    if several and len(models) < 2:
+        raise InputError("--compare needs at least two models (the first is the reference)")
+    for model in models:
+        if not model.is_file():
+            raise InputError(f"model file {model} does not exist")
+    dataset = CityscapesDataset(args.data, args.split)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    size = args.size or common_size(models, args.backend)
+    check_sizes(models, size, args.backend)  # fail before the first model runs, not after
+
+    reports: list[EvalReport] = []
+    for index, model in enumerate(models):
+        with open_at_size(model, size, backend=args.backend, device=args.device,
+                          **_runner_options(model, args)) as runner:
+            if reports and runner.info.input_size != reports[0].input_size:
+                first = reports[0]
+                raise InputError(f"{model} runs at {runner.info.input_height}x{runner.info.input_width} but "
+                                 f"{first.model} ran at {first.input_size[0]}x{first.input_size[1]}; pass --size "
+                                 "to compare at one size")
+            report = evaluate(runner, dataset, batch_size=args.batch, limit=args.limit, model_name=str(model),
+                              save_predictions=_prediction_dir(args.save_predictions, index, model, several),
+                              desc=f"Evaluating {model.name}")
+        reports.append(report)
+        height, width = report.input_size
+        print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width}, "
+              f"{report.images} {args.split} images, {report.seconds:.1f} s")
+        if not several:
+            print(report.table())
+
+    if several:
+        print()
+        print(drop_table(reports))
+    if args.json is not None:
+        write_json_atomic(args.json, comparison(reports) if several else reports[0].to_dict())
+        print(f"report: {args.json}")
+    if args.save_predictions is not None:
+        print(f"predictions (labelIds, official format): {args.save_predictions}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, _body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

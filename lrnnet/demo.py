@@ -1,0 +1,150 @@
+"""The whole lrnnet path in one run, as a user would type it (issue 11).
+
+Each step is the real console command (its `main(argv)`, in this process), printed before it runs
+so it can be copied: synthetic Cityscapes scenes (unless a real tree is given) -> lrnnet-train ->
+lrnnet-export -> lrnnet-build-engine FP16 and INT8 -> lrnnet-eval --compare -> lrnnet-infer on a
+street video -> lrnnet-bench, plus a preview PNG (frame | prediction | ground truth).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lrnnet.errors import InputError
+from lrnnet.log import logger
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    workdir: Path = Path("demo")
+    cityscapes: Path | None = None  # a real Cityscapes root; None generates synthetic scenes
+    size: tuple[int, int] = (128, 256)  # network input (height, width): small, so the CPU demo takes minutes
+    scene_size: tuple[int, int] = (256, 512)  # synthetic images and video frames
+    train_images: int = 64
+    train_iters: int = 600
+    batch: int = 8
+    calib_images: int = 32
+    video_frames: int = 60
+    bench_iters: int = 30
+    seed: int = 0
+
+    def validate(self) -> None:
+        stride = 8  # LRNNet.input_stride; checked again by every command
+        if self.size[0] % stride or self.size[1] % stride:
+            raise InputError(f"--size must be multiples of {stride}, got {self.size[0]}x{self.size[1]}")
+        if self.cityscapes is not None and not self.cityscapes.is_dir():
+            raise InputError(f"--cityscapes {self.cityscapes} is not a folder")
+
+
+def _step(title: str, prog: str, main: Callable[[Sequence[str]], int], argv: list[str]) -> float:
+    print(f"\n== {title}\n$ {prog} {shlex.join(argv)}", flush=True)
+    start = time.perf_counter()
+    status = main(argv)
+    if status != 0:
+        raise InputError(f"demo step '{title}' failed ({prog} exited {status}); see the line above")
+    return time.perf_counter() - start
+
+
+def _size_arg(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
+    """Frame | prediction | ground truth of the first validation image, side by side."""
+    from lrnnet._io import atomic_output
+    from lrnnet.data import CityscapesDataset, colorize, overlay, resize_labels
+    from lrnnet.runtime.runner import open_runner
+
+    frame, ground_truth, _ = CityscapesDataset(dataset_root, "val")[0]
+    with open_runner(model) as runner:
+        prediction = runner.predict([frame])[0].astype(np.uint8)
+    prediction = resize_labels(prediction, frame.shape[:2])
+    panels = [frame, overlay(frame, prediction, 0.6), colorize(ground_truth)]
+    with atomic_output(target) as tmp:
+        png = tmp.with_name(tmp.name + ".png")
+        cv2.imwrite(str(png), np.concatenate(panels, axis=1))
+        png.replace(tmp)
+    return target
+
+
+def run_demo(options: DemoOptions) -> dict[str, Path]:
+    from lrnnet.cli import bench, build_engine, eval as eval_cli, export, infer, train
+    from lrnnet.data import write_synthetic_cityscapes, write_synthetic_video
+
+    options.validate()
+    work = options.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    size = _size_arg(options.size)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    if options.cityscapes is None:
+        data = work / "cityscapes"
+        print(f"== No --cityscapes given: generating synthetic street scenes in {data}", flush=True)
+        val_images = max(options.train_images // 4, 2)
+        write_synthetic_cityscapes(data, size=options.scene_size,
+                                   counts={"train": options.train_images, "val": val_images}, seed=options.seed)
+    else:
+        data = options.cityscapes
+    run = work / "run"
+    timings["train"] = _step("Train LRNNet", "lrnnet-train", train.main, [
+        "--data", str(data), "--size", size, "--iters", str(options.train_iters), "--batch", str(options.batch),
+        "--val-every", "1000000", "--out", str(run), "--seed", str(options.seed)])
+    checkpoint = run / "best.pth"
+
+    onnx_path = work / "lrnnet.onnx"
+    timings["export"] = _step("Export to ONNX (power-iteration SVN, verified against PyTorch)", "lrnnet-export",
+                              export.main, [str(checkpoint), "-o", str(onnx_path),
+                                            "--height", str(options.size[0]), "--width", str(options.size[1])])
+    engines = {}
+    for precision in ("fp16", "int8"):
+        engine = work / f"lrnnet_{precision}.onnx"
+        argv = [f"--{precision}", "--onnx", str(onnx_path), "-o", str(engine), "--backend", "onnxruntime"]
+        if precision == "int8":
+            argv += ["--calib-data", str(data), "--calib-images", str(options.calib_images),
+                     "--calib-cache", str(work / "calibration.json")]
+        timings[f"build {precision}"] = _step(f"Build the {precision.upper()} engine", "lrnnet-build-engine",
+                                              build_engine.main, argv)
+        engines[precision] = engine
+
+    accuracy = work / "accuracy.json"
+    timings["eval"] = _step("Accuracy of every backend and precision against FP32 PyTorch", "lrnnet-eval",
+                            eval_cli.main, ["--compare", str(checkpoint), str(onnx_path), str(engines["fp16"]),
+                                            str(engines["int8"]), "--data", str(data), "--json", str(accuracy)])
+
+    video = work / "street.mp4"
+    if not video.exists():
+        write_synthetic_video(video, size=options.scene_size, frames=options.video_frames, seed=options.seed)
+    overlay_video = work / "street_seg.mp4"
+    latency = work / "latency.json"
+    timings["infer"] = _step("Segment a street video (INT8 engine)", "lrnnet-infer", infer.main, [
+        str(video), "--model", str(engines["int8"]), "-o", str(overlay_video), "--report", str(latency)])
+
+    speed = work / "speed.json"
+    timings["bench"] = _step("Model-only speed, the paper's protocol at the demo size", "lrnnet-bench", bench.main, [
+        "--model", str(onnx_path), "--warmup", "5", "--iters", str(options.bench_iters), "--json", str(speed)])
+
+    preview = write_preview(engines["int8"], data, work / "preview.png")
+    artifacts = {
+        "training run (checkpoints, log.csv, curves.png)": run,
+        "FP32 ONNX": onnx_path, "FP16 engine": engines["fp16"], "INT8 engine": engines["int8"],
+        "accuracy table": accuracy, "overlay video": overlay_video, "latency report": latency,
+        "speed report": speed, "preview (frame | prediction | ground truth)": preview,
+    }
+    total = time.perf_counter() - started
+    print(f"\n== Demo finished in {total / 60:.1f} min "
+          f"({', '.join(f'{name} {seconds:.0f}s' for name, seconds in timings.items())})")
+    for what, path in artifacts.items():
+        print(f"  {what:48s} {path}")
+    print("What the figures mean: mIoU is the mean intersection-over-union over the classes present (0..1); the "
+          "drop columns compare each engine with FP32 PyTorch on the same images. Latencies are on this machine; "
+          "the 71 FPS target is the paper's GTX 1080Ti at 512x1024, so on a CPU it is a reference, not a verdict.")
+    logger.debug("demo artifacts: %s", artifacts)
+    return artifacts

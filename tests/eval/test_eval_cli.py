@@ -1,0 +1,94 @@
+"""lrnnet-eval end to end: a .pth and its ONNX export on the synthetic val split, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lrnnet.cli.eval import main
+from lrnnet.data import CityscapesDataset
+from lrnnet.eval import evaluate, open_at_size
+
+
+def test_pth_and_onnx_of_the_same_weights_score_the_same(tiny_checkpoint, tiny_onnx, synthetic_root,
+                                                         one_torch_thread):
+    dataset = CityscapesDataset(synthetic_root, "val")
+    with open_at_size(tiny_onnx) as onnx_runner:
+        onnx_report = evaluate(onnx_runner, dataset)
+    with open_at_size(tiny_checkpoint, onnx_report.input_size, device="cpu") as torch_runner:
+        torch_report = evaluate(torch_runner, dataset)
+    assert (onnx_report.backend, torch_report.backend) == ("onnxruntime", "torch")
+    assert torch_report.input_size == onnx_report.input_size == (128, 256)
+    torch_cm, onnx_cm = torch_report.confusion.matrix, onnx_report.confusion.matrix
+    # Not a trivial prediction: several classes are predicted (columns with pixels).
+    assert np.count_nonzero(torch_cm.sum(0)) >= 3
+    # The same weights: at most a few argmax ties flip between float32 backends.
+    assert np.abs(torch_cm - onnx_cm).sum() <= 0.002 * torch_cm.sum()
+    assert onnx_report.miou == pytest.approx(torch_report.miou, abs=2e-3)
+
+
+def test_compare_prints_the_drop_table_and_writes_json(tiny_checkpoint, tiny_onnx, synthetic_root, tmp_path,
+                                                       one_torch_thread,
+                                                       capsys):
+    out = tmp_path / "compare.json"
+    preds = tmp_path / "preds"
+    rc = main(["--compare", str(tiny_checkpoint), str(tiny_onnx), "--data", str(synthetic_root), "--device", "cpu",
+               "--json", str(out), "--save-predictions", str(preds), "--limit", "2"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    table = stdout[stdout.index("vs ref"):].splitlines()
+    assert table[1].startswith(str(tiny_checkpoint)) and " ref " in table[1]
+    assert table[2].startswith(str(tiny_onnx)) and "onnxruntime" in table[2]
+    data = json.loads(out.read_text())
+    assert data["reference"] == str(tiny_checkpoint)
+    torch_report, onnx_report = data["reports"]
+    # Without --size the .pth runs at the static export's size, so the two are comparable.
+    assert torch_report["input_size"] == onnx_report["input_size"] == [128, 256]
+    assert [r["backend"] for r in data["reports"]] == ["torch", "onnxruntime"]
+    assert data["drops"][0]["miou_drop"] == 0.0
+    assert data["drops"][1]["miou_drop"] == pytest.approx(torch_report["miou"] - onnx_report["miou"])
+    assert abs(data["drops"][1]["miou_drop"]) < 2e-3
+    assert 0.0 <= onnx_report["miou"] <= 1.0 and onnx_report["images"] == 2
+    assert sorted(p.name for p in preds.iterdir()) == ["0_tiny", "1_lrnnet"]
+    assert len(list((preds / "1_lrnnet").glob("*_pred_labelIds.png"))) == 2
+
+
+def test_single_model_prints_the_class_table(tiny_onnx, synthetic_root, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["--model", str(tiny_onnx), "--data", str(synthetic_root), "--json", str(out), "--limit", "1"]) == 0
+    stdout = capsys.readouterr().out
+    assert "sidewalk" in stdout and "mIoU" in stdout
+    data = json.loads(out.read_text())
+    assert data["backend"] == "onnxruntime" and data["precision"] == "fp32" and data["images"] == 1
+    assert set(data) >= {"miou", "per_class_iou", "pixel_accuracy", "confusion_matrix", "device", "model"}
+
+
+def _bad(argv, capsys) -> str:
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # a usage error, raised by argparse
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, err
+    assert len(err) == 1 and err[0].startswith("lrnnet-eval: error: "), err
+    return err[0]
+
+
+def test_bad_inputs_are_one_line_and_exit_2(tiny_checkpoint, tiny_onnx, synthetic_root, tmp_path, capsys,
+                                            one_torch_thread):
+    data = str(synthetic_root)
+    assert "does not exist" in _bad(["--model", str(tmp_path / "missing.onnx"), "--data", data], capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no images" in _bad(["--model", str(tiny_onnx), "--data", str(empty)], capsys)
+    assert "does not exist" in _bad(["--model", str(tiny_onnx), "--data", str(tmp_path / "nowhere")], capsys)
+    assert "HEIGHTxWIDTH" in _bad(["--model", str(tiny_onnx), "--data", data, "--size", "big"], capsys)
+    assert "multiples" in _bad(["--model", str(tiny_checkpoint), "--data", data, "--size", "100x100"], capsys)
+    assert "--dynamic" in _bad(["--model", str(tiny_onnx), "--data", data, "--size", "64x128"], capsys)
+    assert "at least two" in _bad(["--compare", str(tiny_onnx), "--data", data], capsys)
+    not_a_model = tmp_path / "model.onnx"
+    not_a_model.write_text("not onnx")
+    _bad(["--model", str(not_a_model), "--data", data], capsys)
+    assert not (tmp_path / "report.json").exists()
