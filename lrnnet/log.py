@@ -19,10 +19,23 @@ T = TypeVar("T")
 _progress_enabled = os.environ.get("LRNNET_NO_PROGRESS", "") in ("", "0")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the sys.stderr of the moment, not of setup time (pytest's capture swaps it per test)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     if logger.handlers:
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -205,7 +205,7 @@ def write_synthetic_video(path: str | Path, size: tuple[int, int] = (256, 512), 
     height, width = size
     with atomic_output(path) as tmp:
         # OpenCV picks the container from the extension, so the temporary file keeps it.
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
         if not writer.isOpened():
             raise OSError(f"OpenCV cannot write an mp4v video to {path}")
         try:

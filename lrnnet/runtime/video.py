@@ -1,0 +1,476 @@
+"""The video pipeline: decode -> preprocess -> infer -> postprocess -> encode, with a latency report.
+
+Three threads joined by bounded queues, so the model is never waiting on I/O when it could be busy
+and memory stays flat on long videos:
+
+    decode thread:  read a frame, preprocess it (THE preprocess function, via the runner)
+    main thread:    infer, argmax (reduces C x H x W logits to an H x W map before it is queued)
+    encode thread:  upsample the labels to the frame (nearest), colour them, encode
+
+One main thread takes frames in order from FIFO queues, so the order is kept and every decoded
+frame gives exactly one output frame. A frame that cannot be decoded is skipped with a warning and
+counted. The output is written to a temporary file (or folder) beside the target and renamed only
+when every frame is written; on any failure nothing is left behind.
+
+The report (`run_video(...)` returns it; `format_report` prints it) has per-stage latency
+mean/p50/p90/p99, the model-only FPS (1000 / mean infer latency) and the end-to-end FPS (frames /
+wall time of the whole pipeline), each compared with the target (71 FPS, the LRNNet paper's GTX
+1080Ti figure) and saying when the device or setting differs from the paper's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+import lrnnet
+from lrnnet._io import atomic_output
+from lrnnet.data.preprocess import colorize, overlay, resize_labels
+from lrnnet.errors import InputError
+from lrnnet.log import logger, progress_bar
+from lrnnet.runtime.latency import PAPER_FPS, LatencyRecorder, compare_with_paper
+from lrnnet.runtime.runner import Runner
+from lrnnet.runtime.sources import FrameSource, open_source
+
+__all__ = ["FRAME_IN_TO_OUT", "OUTPUT_KINDS", "STAGES", "PipelineOptions", "default_output", "format_report", "run_video"]
+
+OUTPUT_KINDS = ("overlay", "mask", "labels")
+STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
+# Per frame, from the start of its decode to the end of its encode, queueing included: the latency a
+# viewer sees (the stages overlap, so it is not their sum, and end-to-end FPS is not 1000 / it).
+FRAME_IN_TO_OUT = "frame_in_to_out"
+# mp4v plays everywhere OpenCV writes (no H.264 encoder in the pip wheels); MJPG for .avi.
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
+_SHOWN_CORRUPT = 20  # corrupt frames named in the report; the count is always complete
+_POLL_S = 0.1  # how often a blocked thread checks whether the pipeline was stopped
+
+
+@dataclass
+class PipelineOptions:
+    """What `run_video` does; validated once here."""
+
+    output_kind: str = "overlay"  # overlay | mask | labels (trainId PNGs)
+    alpha: float = 0.5  # overlay opacity of the colours
+    max_frames: int | None = None  # stop after this many decoded frames
+    warmup: int = 2  # untimed inferences before the first frame (lazy init, CUDA graph capture, autotuning)
+    queue_size: int = 2  # frames waiting between two stages: enough to decouple them, few to keep latency low
+    fps: float | None = None  # output frame rate; default the source's
+    target_fps: float = PAPER_FPS
+
+    def __post_init__(self) -> None:
+        if self.output_kind not in OUTPUT_KINDS:
+            raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got '{self.output_kind}'")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"alpha must be between 0 and 1, got {self.alpha}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise InputError(f"max_frames must be positive, got {self.max_frames}")
+        if self.warmup < 0 or self.queue_size < 1:
+            raise InputError("warmup must be >= 0 and queue_size >= 1")
+        if self.fps is not None and self.fps <= 0:
+            raise InputError(f"fps must be positive, got {self.fps}")
+        if self.target_fps <= 0:
+            raise InputError(f"target FPS must be positive, got {self.target_fps}")
+
+
+def default_output(source: FrameSource, output_kind: str) -> Path:
+    """`<video>_seg.mp4` beside the source; a `<video>_labels/` folder of trainId PNGs for labels."""
+    stem = source.default_output_stem()
+    if output_kind == "labels":
+        return stem.with_name(stem.name[: -len("_seg")] + "_labels")
+    return stem.with_name(stem.name + ".mp4")
+
+
+# -- sinks ---------------------------------------------------------------------------------------------
+
+
+class _VideoSink:
+    """An OpenCV video writer on the temporary path; frames must all be the source's size."""
+
+    def __init__(self, path: Path, target: Path, fps: float, size: tuple[int, int]) -> None:
+        codec = VIDEO_CODECS.get(target.suffix.lower())
+        if codec is None:
+            raise InputError(f"output {target}: unknown video type '{target.suffix}'; use "
+                             f"{', '.join(sorted(VIDEO_CODECS))} (or --output labels for a PNG folder)")
+        height, width = size
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*codec), fps, (width, height))
+        if not self._writer.isOpened():
+            raise InputError(f"OpenCV cannot write a {codec} video to {target}")
+
+    def write(self, image: np.ndarray, name: str) -> None:
+        self._writer.write(image)
+
+    def close(self) -> None:
+        self._writer.release()
+
+
+class _PngFolderSink:
+    """One lossless single-channel PNG of trainIds per frame (a video codec would alter the ids)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def write(self, image: np.ndarray, name: str) -> None:
+        path = self._folder / f"{name}_trainIds.png"
+        if not cv2.imwrite(str(path), image):
+            raise OSError(f"cannot write {path}")
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _atomic_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder beside `target`, renamed onto it (replacing an old one) only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"output {target} exists and is not a folder")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- the pipeline --------------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Another stage failed: unwind this one quietly (the failure itself is re-raised by the main thread)."""
+
+
+_END = object()
+
+
+class _Stage(threading.Thread):
+    """A worker thread whose exception is kept for the main thread, and which stops the others."""
+
+    def __init__(self, name: str, body: Callable[[], None], stop: threading.Event) -> None:
+        super().__init__(name=f"lrnnet-{name}", daemon=True)
+        self._body, self._stop_event = body, stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._body()
+        except _Stop:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            self.error = exc
+            self._stop_event.set()
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            q.put(item, timeout=_POLL_S)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+
+
+class _Pipeline:
+    def __init__(self, runner: Runner, source: FrameSource, options: PipelineOptions,
+                 sink_factory: Callable[[], Any]) -> None:
+        self.runner, self.source, self.options = runner, source, options
+        self._sink_factory = sink_factory
+        self.stop = threading.Event()  # a stage failed: everyone unwinds
+        self.end_of_input = threading.Event()  # Ctrl-C on a live source: stop reading, finish the rest
+        self.latency = {stage: LatencyRecorder() for stage in (*STAGES, FRAME_IN_TO_OUT)}
+        self.decoded = 0
+        self.written = 0
+        self.corrupt: list[str] = []
+        self.corrupt_count = 0
+        self.exhausted = False  # the source ended by itself (not max_frames, not Ctrl-C)
+        self._inbox: queue.Queue = queue.Queue(options.queue_size)
+        self._outbox: queue.Queue = queue.Queue(options.queue_size)
+        self._palette = np.asarray(runner.info.palette, dtype=np.uint8)
+        total = source.expected_frames
+        if options.max_frames is not None:
+            total = min(total, options.max_frames) if total is not None else options.max_frames
+        self._bar = progress_bar("Segmenting", total=total, unit="frame")
+
+    def run(self) -> float:
+        """Process every frame; returns the wall time in seconds (first read to last frame written)."""
+        self._warm_up()
+        decoder = _Stage("decode", self._decode, self.stop)
+        encoder = _Stage("encode", self._encode, self.stop)
+        start = time.perf_counter()
+        decoder.start()
+        encoder.start()
+        try:
+            self._infer_loop()
+            _put(self._outbox, _END, self.stop)
+        except _Stop:
+            pass
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            encoder.join()  # it ends on _END, or on the stop flag when this thread failed
+            self.stop.set()  # the decoder has finished (its _END was consumed) or must stop now
+            decoder.join()
+            self._bar.close()
+        wall = time.perf_counter() - start
+        for stage in (decoder, encoder):
+            if stage.error is not None:
+                raise stage.error
+        return wall
+
+    def _warm_up(self) -> None:
+        if not self.options.warmup:
+            return
+        height, width = self.runner.info.input_size
+        frame = np.zeros((height, width, 3), dtype=np.uint8)
+        batch = self._batch([frame])
+        for _ in range(self.options.warmup):
+            self.runner.infer(batch)
+
+    def _batch(self, frames: list[np.ndarray]) -> np.ndarray:
+        batch = self.runner.prepare(frames)
+        fixed = self.runner.fixed_batch
+        if fixed is not None and fixed > len(frames):  # a fixed-batch graph: pad with copies of the frame
+            batch = np.concatenate([batch, np.repeat(batch[-1:], fixed - len(frames), axis=0)])
+        return batch
+
+    # decode thread
+    def _decode(self) -> None:
+        max_frames = self.options.max_frames
+        for frame in self.source:
+            if self.end_of_input.is_set() or (max_frames is not None and self.decoded >= max_frames):
+                break
+            if frame.image is None:
+                self.corrupt_count += 1
+                if len(self.corrupt) < _SHOWN_CORRUPT:
+                    self.corrupt.append(frame.name)
+                logger.warning("frame %d (%s) %s: skipped", frame.index, frame.name, frame.error)
+                continue
+            started = time.perf_counter() - frame.decode_ms / 1000.0
+            t0 = time.perf_counter()
+            batch = self._batch([frame.image])
+            preprocess_ms = (time.perf_counter() - t0) * 1000.0
+            self.decoded += 1
+            self.latency["decode"].add(frame.decode_ms)
+            self.latency["preprocess"].add(preprocess_ms)
+            _put(self._inbox, (frame, batch, started), self.stop)
+        else:
+            self.exhausted = True
+        _put(self._inbox, _END, self.stop)
+
+    # main thread
+    def _infer_loop(self) -> None:
+        while True:
+            try:
+                item = _get(self._inbox, self.stop)
+                if item is _END:
+                    return
+                frame, batch, started = item
+                output = self.runner.infer(batch)
+                infer_ms = self.runner.last_infer_ms
+                t0 = time.perf_counter()
+                labels = self.runner.to_labels(output)[0]
+                argmax_ms = (time.perf_counter() - t0) * 1000.0
+                self.latency["infer"].add(infer_ms)
+                _put(self._outbox, (frame, labels, argmax_ms, started), self.stop)
+            except KeyboardInterrupt:
+                if not self.source.live:
+                    raise
+                logger.info("Interrupted: finishing the frames already read")
+                self.end_of_input.set()
+
+    # encode thread
+    def _encode(self) -> None:
+        sink = self._sink_factory()
+        try:
+            while True:
+                item = _get(self._outbox, self.stop)
+                if item is _END:
+                    return
+                frame, labels, argmax_ms, started = item
+                t0 = time.perf_counter()
+                image = self._render(frame.image, labels)
+                postprocess_ms = argmax_ms + (time.perf_counter() - t0) * 1000.0
+                t1 = time.perf_counter()
+                sink.write(image, frame.name)
+                done = time.perf_counter()
+                self.latency["postprocess"].add(postprocess_ms)
+                self.latency["encode"].add((done - t1) * 1000.0)
+                self.latency[FRAME_IN_TO_OUT].add((done - started) * 1000.0)
+                self.written += 1
+                self._bar.update(1)
+        finally:
+            sink.close()
+
+    def _render(self, frame: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        kind = self.options.output_kind
+        if kind == "overlay":
+            return overlay(frame, labels, self.options.alpha, self._palette)
+        full = resize_labels(labels.astype(np.uint8), frame.shape[:2])
+        return colorize(full, self._palette) if kind == "mask" else full
+
+
+def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Path | None = None,
+              options: PipelineOptions | None = None) -> dict[str, Any]:
+    """Segment every frame of `source` with `runner`, write `output`, and return the report.
+
+    `source`: an opened FrameSource, or what `open_source` takes. `output`: default
+    `default_output(source, kind)`. Bad input raises InputError before any output exists; a failure
+    midway leaves no output behind.
+    """
+    options = options or PipelineOptions()
+    opened = source if isinstance(source, FrameSource) else open_source(source)
+    try:
+        target = Path(output) if output is not None else default_output(opened, options.output_kind)
+        _check_output(opened, target, options.output_kind)
+        fps = options.fps or opened.fps
+        logger.info("Segmenting %s (%dx%d) with %s -> %s", opened.description, *opened.size, runner, target)
+        if options.output_kind == "labels":
+            with _atomic_folder(target) as tmp_folder:
+                pipeline = _Pipeline(runner, opened, options, lambda: _PngFolderSink(tmp_folder))
+                wall = pipeline.run()
+                _check_frames(pipeline, opened)
+        else:
+            with atomic_output(target) as tmp:
+                pipeline = _Pipeline(runner, opened, options, lambda: _VideoSink(tmp, target, fps, opened.size))
+                wall = pipeline.run()
+                _check_frames(pipeline, opened)
+    finally:
+        if opened is not source:
+            opened.close()
+    return _report(runner, opened, target, options, pipeline, wall, fps)
+
+
+def _check_output(source: FrameSource, target: Path, kind: str) -> None:
+    source_path = getattr(source, "path", None) or getattr(source, "folder", None)
+    if source_path is not None and target.resolve() == Path(source_path).resolve():
+        raise InputError(f"output {target} would overwrite the source")
+    if kind != "labels" and target.suffix.lower() not in VIDEO_CODECS:
+        raise InputError(f"output {target}: unknown video type '{target.suffix or '(none)'}'; use "
+                         f"{', '.join(sorted(VIDEO_CODECS))}, or --output labels for a folder of trainId PNGs")
+
+
+def _check_frames(pipeline: _Pipeline, source: FrameSource) -> None:
+    if pipeline.written == 0:
+        raise InputError(f"{source.description}: no frame could be decoded "
+                         f"({pipeline.corrupt_count} corrupt frames skipped)")
+    expected = source.expected_frames
+    if pipeline.exhausted and expected is not None and pipeline.decoded + pipeline.corrupt_count < expected:
+        # FFmpeg drops packets it cannot decode without failing a read: only the container's count shows it.
+        logger.warning("%s: the container lists %d frames but %d were decoded and %d reported corrupt; "
+                       "the rest were lost in decoding (a damaged file?)", source.description, expected,
+                       pipeline.decoded, pipeline.corrupt_count)
+    if pipeline.end_of_input.is_set():  # Ctrl-C on a live source may drop the frame in hand
+        return
+    if pipeline.written != pipeline.decoded:  # a bug, not bad input: the pipeline lost a frame
+        raise RuntimeError(f"pipeline wrote {pipeline.written} frames for {pipeline.decoded} decoded")
+
+
+def _report(runner: Runner, source: FrameSource, target: Path, options: PipelineOptions, pipeline: _Pipeline,
+            wall_s: float, fps: float) -> dict[str, Any]:
+    latency = {stage: recorder.summary() for stage, recorder in pipeline.latency.items()}
+    model_fps = latency["infer"]["fps"]
+    e2e_fps = pipeline.written / wall_s if wall_s > 0 else None
+
+    def compare(fps: float | None) -> dict[str, Any]:
+        return compare_with_paper(fps, device=runner.device, input_size=runner.info.input_size,
+                                  precision=runner.precision, target_fps=options.target_fps)
+
+    return {
+        "lrnnet_version": lrnnet.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source.description,
+        "source_type": source.kind,
+        "output": str(target),
+        "output_kind": options.output_kind,
+        "frames": pipeline.written,
+        "frames_decoded": pipeline.decoded,
+        "corrupt_frames_skipped": pipeline.corrupt_count,
+        "corrupt_frames": pipeline.corrupt,
+        "frames_expected": source.expected_frames,  # what the container or folder lists (None for a camera)
+        "frames_missing": _missing(pipeline, source),
+        "resolution": {"height": source.size[0], "width": source.size[1]},
+        "output_fps": fps,
+        **{key: value for key, value in runner.describe().items()},
+        "batch": runner.fixed_batch or 1,
+        "warmup_iterations": options.warmup,
+        "wall_s": wall_s,
+        "latency_ms": latency,
+        "model_fps": model_fps,
+        "end_to_end_fps": e2e_fps,
+        "target": {
+            "model_only": compare(model_fps),
+            "end_to_end": compare(e2e_fps),
+        },
+    }
+
+
+def _missing(pipeline: _Pipeline, source: FrameSource) -> int:
+    """Frames the container lists but FFmpeg never returned nor reported (0 unless the source ran to its end)."""
+    if not pipeline.exhausted or source.expected_frames is None:
+        return 0
+    return max(0, source.expected_frames - pipeline.decoded - pipeline.corrupt_count)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:8.2f}" if value is not None else f"{'-':>8}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a plain-text table (what lrnnet-infer prints)."""
+    res = report["resolution"]
+    h, w = report["input_size"]
+    lines = [
+        (f"Source     {report['source']} ({report['source_type']}, {res['height']}x{res['width']}) -> "
+         f"{report['output']} ({report['output_kind']})"),
+        f"Model      {report['model']}: {report['backend']}, {report['precision'].upper()}, input {h}x{w}",
+        f"Device     {report['device']}",
+        (f"Frames     {report['frames']} written, {report['corrupt_frames_skipped']} corrupt skipped"
+         + (f", {report['frames_missing']} lost in decoding" if report["frames_missing"] else "")
+         + f", {report['wall_s']:.2f} s"),
+        "",
+        f"{'stage':<13}{'mean ms':>8}{'p50':>9}{'p90':>9}{'p99':>9}",
+    ]
+    for stage in (*STAGES, FRAME_IN_TO_OUT):
+        s = report["latency_ms"][stage]
+        label = "frame in->out" if stage == FRAME_IN_TO_OUT else stage
+        lines.append(f"{label:<13}{_ms(s['mean_ms'])} {_ms(s['p50_ms'])} {_ms(s['p90_ms'])} {_ms(s['p99_ms'])}")
+    lines.append("")
+    model_fps, e2e_fps = report["model_fps"], report["end_to_end_fps"]
+    lines.append(f"Model-only FPS  {model_fps:8.1f}" if model_fps else "Model-only FPS         -")
+    lines.append(f"End-to-end FPS  {e2e_fps:8.1f}" if e2e_fps else "End-to-end FPS         -")
+    target = report["target"]["model_only"]
+    lines.append(f"Target          {target['target_fps']:8.1f}  ({target['paper_setting']})")
+    lines.append(f"Model-only: {target['note']}")
+    lines.append(f"End-to-end: {report['target']['end_to_end']['note']}")
+    return "\n".join(lines)

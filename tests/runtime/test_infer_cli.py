@@ -1,0 +1,171 @@
+"""lrnnet-infer end to end on real exports and checkpoints: outputs read back, the report, and bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from runtime_helpers import TINY_SIZE, read_video, rewrite_metadata
+
+from lrnnet.cli.infer import main
+from lrnnet.data.preprocess import overlay, resize_labels
+from lrnnet.runtime import open_runner
+
+REPORT_KEYS = {"frames", "resolution", "backend", "precision", "device", "latency_ms", "model_fps",
+               "end_to_end_fps", "target", "corrupt_frames_skipped", "source", "output", "input_size"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging():
+    """Each in-process CLI run sets up its own stderr handler: the one left by an earlier test would write to
+    that test's (closed) captured stream."""
+    logger = logging.getLogger("lrnnet")
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    yield
+    logger.handlers[:] = saved
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main([*map(str, argv), "--no-progress"])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_onnx_overlay_video_and_report(tiny_onnx, synthetic_video, tmp_path, capsys):
+    video = shutil.copy(synthetic_video, tmp_path / "street.mp4")
+    rc, out, err = run(capsys, video, "--model", tiny_onnx, "--report", tmp_path / "report.json")
+    assert rc == 0, err
+    output = tmp_path / "street_seg.mp4"  # the default name, beside the source
+    frames_in, frames_out = read_video(video), read_video(output)
+    assert len(frames_out) == len(frames_in) == 12
+    assert all(f.shape == (128, 256, 3) for f in frames_out)
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert REPORT_KEYS <= report.keys()
+    assert report["frames"] == 12 and report["backend"] == "onnxruntime" and report["precision"] == "fp32"
+    assert report["target"]["model_only"]["target_fps"] == 71.0
+    assert "GTX 1080Ti" in report["target"]["model_only"]["note"]  # another device, said so
+    assert report["latency_ms"]["infer"]["count"] == 12
+    for word in ("decode", "preprocess", "infer", "postprocess", "encode", "Model-only FPS", "End-to-end FPS",
+                 "71"):
+        assert word in out
+
+    # The overlay is the model's classes coloured over the frames (oracle: the runner's own predict).
+    with open_runner(tiny_onnx) as runner:
+        palette = np.asarray(runner.info.palette, np.uint8)
+        for frame, got in list(zip(frames_in, frames_out))[::4]:
+            labels = resize_labels(runner.predict([frame])[0].astype(np.uint8), frame.shape[:2])
+            assert len(np.unique(labels)) > 1
+            want = overlay(frame, labels, 0.5, palette)
+            assert np.abs(got.astype(int) - want).mean() < 5.0
+            assert np.abs(got.astype(int) - frame).mean() > 10.0
+
+
+@pytest.mark.slow
+def test_checkpoint_labels_match_the_onnx_run(tiny_checkpoint, tiny_onnx, synthetic_video, tmp_path, capsys):
+    """The .pth through PyTorch and the ONNX through ONNX Runtime give the same trainId PNGs (backend agreement
+    through the whole pipeline, lossless output)."""
+    rc, _, err = run(capsys, synthetic_video, "--model", tiny_checkpoint, "--size", "128x256", "--output", "labels",
+                     "-o", tmp_path / "torch", "--max-frames", "3", "--warmup", "0")
+    assert rc == 0, err
+    rc, _, err = run(capsys, synthetic_video, "--model", tiny_onnx, "--output", "labels", "-o", tmp_path / "onnx",
+                     "--max-frames", "3", "--warmup", "0")
+    assert rc == 0, err
+    names = sorted(p.name for p in (tmp_path / "torch").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "onnx").iterdir()) and len(names) == 3
+    for name in names:
+        a = cv2.imread(str(tmp_path / "torch" / name), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "onnx" / name), cv2.IMREAD_UNCHANGED)
+        assert a.shape == (128, 256) and (a == b).mean() > 0.999
+
+
+def test_default_model_is_found_in_the_current_directory(tiny_onnx, synthetic_video, tmp_path, capsys,
+                                                         monkeypatch):
+    shutil.copy(tiny_onnx, tmp_path / "lrnnet.onnx")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, synthetic_video, "-o", "out.mp4", "--max-frames", "2", "--output", "mask")
+    assert rc == 0, err
+    assert "lrnnet.onnx" in out.splitlines()[0]  # it says which model it chose
+    assert len(read_video(tmp_path / "out.mp4")) == 2
+
+
+def write_unreadable_codec(path):
+    """A valid AVI whose codec tag names no decoder (MJPG renamed): the container opens, nothing decodes."""
+    writer = cv2.VideoWriter(str(path.with_suffix(".tmp.avi")), cv2.VideoWriter.fourcc(*"MJPG"), 17, (64, 32))
+    for i in range(3):
+        writer.write(np.full((32, 64, 3), 60 * i, np.uint8))
+    writer.release()
+    data = path.with_suffix(".tmp.avi").read_bytes()
+    path.with_suffix(".tmp.avi").unlink()
+    assert b"MJPG" in data
+    path.write_bytes(data.replace(b"MJPG", b"QQQQ"))
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing", "not_a_video", "zero_frames", "unreadable_codec", "foreign_onnx",
+                                  "no_model", "wrong_suffix", "engine_without_tensorrt"])
+def test_bad_input_is_one_line_exit_2_and_no_output(case, tiny_onnx, synthetic_video, tmp_path, capsys,
+                                                   monkeypatch):
+    from lrnnet.engine.device import tensorrt_version
+
+    monkeypatch.chdir(tmp_path)
+    video, model, extra = str(synthetic_video), str(tiny_onnx), []
+    if case == "missing":
+        video = "nope.mp4"
+    elif case == "not_a_video":
+        video = "notes.mp4"
+        (tmp_path / video).write_text("not a video")
+    elif case == "zero_frames":
+        video = "empty.mp4"
+        cv2.VideoWriter(video, cv2.VideoWriter.fourcc(*"mp4v"), 17, (256, 128)).release()
+    elif case == "unreadable_codec":
+        video = str(write_unreadable_codec(tmp_path / "codec.avi").name)
+    elif case == "foreign_onnx":
+        model = str(rewrite_metadata(tiny_onnx, tmp_path / "foreign.onnx", strip=True))
+    elif case == "no_model":
+        model = ""
+    elif case == "wrong_suffix":
+        extra = ["-o", "out.gif"]
+    elif case == "engine_without_tensorrt":
+        if tensorrt_version() is not None:
+            pytest.skip("TensorRT is installed here")
+        model = "lrnnet.engine"
+        (tmp_path / model).write_bytes(b"engine bytes")
+    before = set(tmp_path.rglob("*"))
+    rc, _, err = run(capsys, video, *(["--model", model] if model else []), *extra)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lrnnet-infer: error: "), err
+    assert set(tmp_path.rglob("*")) == before  # no output, no temporary file
+
+
+def test_image_folder_source_with_corrupt_frame(tiny_onnx, tmp_path, capsys):
+    from lrnnet.data.synthetic import write_synthetic_demo_video
+
+    folder = write_synthetic_demo_video(tmp_path / "cs", size=TINY_SIZE, frames=4)
+    sorted(folder.glob("*.png"))[1].write_bytes(b"broken")
+    rc, out, err = run(capsys, folder, "--model", tiny_onnx, "--report", tmp_path / "r.json", "--warmup", "0")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["frames"] == 3 and report["corrupt_frames_skipped"] == 1 and report["source_type"] == "images"
+    assert len(read_video(folder.resolve().with_name(f"{folder.name}_seg.mp4"))) == 3
+    assert "1 corrupt skipped" in out
+
+
+def test_the_command_prints_one_line_even_when_ffmpeg_has_things_to_say(tiny_onnx, tmp_path):
+    """In a real process (stderr at the file-descriptor level, where OpenCV and FFmpeg write their own logs)."""
+    import subprocess
+    import sys
+
+    video = write_unreadable_codec(tmp_path / "codec.avi")
+    result = subprocess.run([sys.executable, "-m", "lrnnet.cli.infer", str(video), "--model", str(tiny_onnx)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2
+    expected = f"lrnnet-infer: error: {video} is not a video OpenCV can open (not a video, or an unreadable codec)"
+    assert result.stderr.strip().splitlines() == [expected]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codec.avi"]

@@ -1,0 +1,215 @@
+"""The video pipeline as a library: outputs read back against an independent oracle, order, corrupt frames,
+failures leaving nothing behind, bounded memory, and the report's figures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from runtime_helpers import ConvRunner, read_video, street_frames
+
+from lrnnet.data.preprocess import colorize, overlay, resize_labels
+from lrnnet.data.synthetic import write_synthetic_demo_video
+from lrnnet.errors import InputError
+from lrnnet.runtime.sources import ImageFolderSource, VideoFileSource, open_source
+from lrnnet.runtime.video import FRAME_IN_TO_OUT, STAGES, PipelineOptions, default_output, run_video
+
+
+def expected_labels(runner, frame: np.ndarray) -> np.ndarray:
+    """The oracle: the runner's own predict on the decoded frame, upsampled (nearest) to the frame."""
+    return resize_labels(runner.predict([frame])[0].astype(np.uint8), frame.shape[:2])
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 17.0) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_overlay_video_reads_back_as_class_colours_over_every_frame(synthetic_video, tmp_path):
+    runner = ConvRunner()
+    out = tmp_path / "out.mp4"
+    report = run_video(runner, synthetic_video, out, PipelineOptions(alpha=0.5))
+    inputs, outputs = read_video(synthetic_video), read_video(out)
+    assert len(outputs) == len(inputs) == 12 == report["frames"]
+    palette = np.asarray(runner.info.palette, np.uint8)
+    for frame, got in zip(inputs, outputs):
+        assert got.shape == frame.shape == (128, 256, 3)
+        want = overlay(frame, expected_labels(runner, frame), 0.5, palette)
+        error_vs_expected = np.abs(got.astype(int) - want).mean()
+        change_from_input = np.abs(got.astype(int) - frame).mean()
+        assert error_vs_expected < 5.0  # mp4v compression only (about 3 here)
+        assert change_from_input > 4 * error_vs_expected  # visibly coloured, not a copy of the input
+    assert not list(tmp_path.glob(".*"))  # no temporary file left beside the output
+
+
+def test_labels_are_lossless_in_order_and_one_per_frame(synthetic_video, tmp_path):
+    runner = ConvRunner()
+    out = tmp_path / "labels"
+    report = run_video(runner, synthetic_video, out, PipelineOptions(output_kind="labels"))
+    inputs = read_video(synthetic_video)
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == [f"frame_{i:06d}_trainIds.png" for i in range(len(inputs))]
+    for frame, file in zip(inputs, files):
+        got = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(got, expected_labels(runner, frame))
+    assert report["output_kind"] == "labels" and report["frames"] == len(inputs)
+    assert len({cv2.imread(str(f), cv2.IMREAD_UNCHANGED).tobytes() for f in files}) > 1  # frames differ
+
+
+def test_mask_video_is_the_palette(synthetic_video, tmp_path):
+    runner = ConvRunner()
+    out = tmp_path / "mask.mp4"
+    run_video(runner, synthetic_video, out, PipelineOptions(output_kind="mask", max_frames=4))
+    outputs = read_video(out)
+    assert len(outputs) == 4
+    palette = np.asarray(runner.info.palette, np.uint8)
+    for frame, got in zip(read_video(synthetic_video)[:4], outputs):
+        want = colorize(expected_labels(runner, frame), palette)
+        assert np.abs(got.astype(int) - want).mean() < 6.0
+
+
+def test_image_folder_with_a_corrupt_frame_is_skipped_and_counted(tmp_path, caplog):
+    folder = write_synthetic_demo_video(tmp_path / "cityscapes", size=(128, 256), frames=6)
+    images = sorted(folder.glob("*.png"))
+    images[3].write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    runner = ConvRunner()
+    caplog.set_level(logging.WARNING, logger="lrnnet")
+    logging.getLogger("lrnnet").addHandler(caplog.handler)
+    try:
+        report = run_video(runner, folder, tmp_path / "out", PipelineOptions(output_kind="labels"))
+    finally:
+        logging.getLogger("lrnnet").removeHandler(caplog.handler)
+    assert report["frames"] == 5 and report["frames_decoded"] == 5
+    assert report["corrupt_frames_skipped"] == 1 and report["corrupt_frames"] == [images[3].stem]
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted(f"{p.stem}_trainIds.png" for i, p in enumerate(images) if i != 3)
+    assert any(images[3].stem in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_failure_midway_leaves_no_output_and_no_threads(synthetic_video, tmp_path):
+    runner = ConvRunner(fail_at=2 + 5)  # 2 warm-up calls, then the 5th frame fails
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(RuntimeError, match="inference failed"):
+        run_video(runner, synthetic_video, tmp_path / "out.mp4")
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("lrnnet-") and t.name not in before]
+    with pytest.raises(RuntimeError):
+        run_video(ConvRunner(fail_at=4), synthetic_video, tmp_path / "labels", PipelineOptions(output_kind="labels"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_memory_stays_flat_on_a_long_video(tmp_path):
+    """Peak traced memory for 160 frames is about that for 40: frames are not accumulated anywhere."""
+    scenes = street_frames((128, 256), 4)
+    short = write_video(tmp_path / "short.mp4", scenes * 10)
+    long = write_video(tmp_path / "long.mp4", scenes * 40)
+    peaks = []
+    for video in (short, long):
+        runner = ConvRunner()
+        tracemalloc.start()
+        report = run_video(runner, video, tmp_path / f"{video.stem}_out.mp4", PipelineOptions(warmup=0))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert report["frames"] == len(read_video(video))
+    frame_bytes = 128 * 256 * 3
+    assert peaks[1] < peaks[0] + 20 * frame_bytes  # 120 more frames, far less than 120 frames' worth
+
+
+def test_report_figures_follow_from_the_measurements(synthetic_video, tmp_path):
+    runner = ConvRunner()
+    report = run_video(runner, synthetic_video, tmp_path / "o.mp4", PipelineOptions(max_frames=7, target_fps=30))
+    assert report["frames"] == 7 and report["resolution"] == {"height": 128, "width": 256}
+    assert report["backend"] == "numpy" and report["precision"] == "fp32" and report["device"] == "CPU"
+    for stage in (*STAGES, FRAME_IN_TO_OUT):
+        summary = report["latency_ms"][stage]
+        assert summary["count"] == 7
+        assert 0 <= summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"]
+    assert report["model_fps"] == pytest.approx(1000.0 / report["latency_ms"]["infer"]["mean_ms"])
+    assert report["end_to_end_fps"] == pytest.approx(7 / report["wall_s"])
+    model_only = report["target"]["model_only"]
+    assert model_only["target_fps"] == 30 and model_only["measured_fps"] == report["model_fps"]
+    assert model_only["same_setting"] is False and "CPU" in model_only["note"]
+    # Each thread's own work fits in the pipeline's wall time: inference (main thread) and encoding (encode
+    # thread) run entirely inside it. (Decode is not checked: the first frame is decoded when the source opens.)
+    for stage in ("infer", "encode"):
+        assert report["latency_ms"][stage]["mean_ms"] * 7 / 1000 <= report["wall_s"]
+
+
+def test_default_outputs_sit_beside_the_source(synthetic_video, tmp_path):
+    source = open_source(synthetic_video)
+    try:
+        assert isinstance(source, VideoFileSource)
+        assert default_output(source, "overlay") == synthetic_video.with_name("street_seg.mp4")
+        assert default_output(source, "labels") == synthetic_video.with_name("street_labels")
+    finally:
+        source.close()
+    folder = write_synthetic_demo_video(tmp_path, size=(64, 128), frames=2)
+    images = open_source(folder)
+    assert isinstance(images, ImageFolderSource) and images.expected_frames == 2
+    assert default_output(images, "overlay") == folder.resolve().with_name(f"{folder.name}_seg.mp4")
+
+
+@pytest.mark.parametrize("make", ["missing", "text", "empty_folder", "unreadable_folder"])
+def test_bad_sources_fail_before_any_output(tmp_path, make):
+    if make == "missing":
+        spec = tmp_path / "nope.mp4"
+    elif make == "text":
+        spec = tmp_path / "notes.mp4"
+        spec.write_text("not a video")
+    elif make == "empty_folder":
+        spec = tmp_path / "frames"
+        spec.mkdir()
+    else:
+        spec = tmp_path / "frames"
+        spec.mkdir()
+        (spec / "a.png").write_bytes(b"garbage")
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(InputError):
+        run_video(ConvRunner(), spec, tmp_path / "out.mp4")
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_output_checks(synthetic_video, tmp_path):
+    with pytest.raises(InputError, match="overwrite the source"):
+        run_video(ConvRunner(), synthetic_video, synthetic_video)
+    with pytest.raises(InputError, match="unknown video type"):
+        run_video(ConvRunner(), synthetic_video, tmp_path / "out.gif")
+    with pytest.raises(InputError, match="alpha"):
+        PipelineOptions(alpha=1.5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_output_is_replaced_whole(synthetic_video, tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"old")
+    run_video(ConvRunner(), synthetic_video, out, PipelineOptions(max_frames=3))
+    assert len(read_video(out)) == 3
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "stale.png").write_bytes(b"old")
+    run_video(ConvRunner(), synthetic_video, labels, PipelineOptions(output_kind="labels", max_frames=2))
+    assert sorted(p.name for p in labels.iterdir()) == ["frame_000000_trainIds.png", "frame_000001_trainIds.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "out.mp4"]
+
+
+def test_damaged_bytes_in_the_middle_of_a_video_are_skipped_and_accounted_for(synthetic_video, tmp_path):
+    """Zeroed bytes in the middle of an mp4: the pipeline keeps going and the report accounts for every frame
+    the container lists (decoded, corrupt, or lost in decoding), and what it wrote is what it says."""
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(synthetic_video.read_bytes())
+    data[len(data) // 3: len(data) // 2] = bytes(len(data) // 2 - len(data) // 3)
+    damaged.write_bytes(bytes(data))
+    report = run_video(ConvRunner(), damaged, tmp_path / "out.mp4")
+    lost = report["corrupt_frames_skipped"] + report["frames_missing"]
+    assert report["frames"] + lost == report["frames_expected"] == 12
+    assert 0 < lost < 12  # some frames were damaged, and the frames after them were still read
+    assert len(read_video(tmp_path / "out.mp4")) == report["frames"]
