@@ -10,7 +10,9 @@ import pytest
 import torch
 
 os.environ.setdefault("LRNNET_NO_PROGRESS", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One torch thread: on 2 shared cores, two OpenMP threads spinning beside ONNX Runtime's pool ran
+# 7-10x slower than one (measured while building); the suite's figures are not speed figures anyway.
+torch.set_num_threads(1)
 
 # Fixtures owned by each stage live in their own module beside this file.
 sys.path.insert(0, str(Path(__file__).parent))

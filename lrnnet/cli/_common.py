@@ -46,7 +46,7 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         return _fail(prog, f"{exc.strerror or exc}: {exc.filename}", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        return _fail(prog, "interrupted; no partial output was kept", 130)
+        return _fail(prog, "interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
         message = " ".join(str(exc).split()) or type(exc).__name__
         return _fail(prog, f"internal error: {type(exc).__name__}: {message} "

@@ -1,0 +1,102 @@
+"""lrnnet-train: train LRNNet on Cityscapes (or synthetic street scenes) with the paper's recipe."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
+
+PROG = "lrnnet-train"
+
+
+def build_parser() -> Parser:
+    from lrnnet.train.config import (
+        DEFAULT_EPOCHS,
+        DEFAULT_SYNTHETIC_EPOCHS,
+        DEFAULT_SYNTHETIC_TRAIN,
+        OPTIMIZERS,
+    )
+
+    parser = make_parser(PROG, "Train LRNNet (Adam, poly lr, random scale/crop/flip, CE with ignore 255) on a "
+                               "Cityscapes-layout tree, validating mIoU each epoch with lrnnet.eval. Writes "
+                               "best.pth/last.pth, log.csv, steps.csv, curves.png and summary.json to --out.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", type=Path, metavar="ROOT",
+                      help="Cityscapes root (leftImg8bit/ and gtFine/, train and val splits); with --synthetic: "
+                           "the folder to generate the synthetic scenes in")
+    data.add_argument("--synthetic", action="store_true",
+                      help="train on generated synthetic street scenes (written to --data if given, else "
+                           "OUT/synthetic; reused when already there)")
+    data.add_argument("--synthetic-images", type=positive_int, default=DEFAULT_SYNTHETIC_TRAIN, metavar="N",
+                      help="synthetic training scenes (plus N/4, at least 2, validation scenes)")
+    data.add_argument("--size", type=parse_size, metavar="HxW",
+                      help="resolution the network works at: images are resized to it, validation runs at it "
+                           "(default: 512x1024 as the paper, 128x256 with --synthetic)")
+    data.add_argument("--crop", type=parse_size, metavar="HxW", help="training crop after random scaling "
+                                                                      "(default: --size)")
+    data.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"),
+                      help="random scale range")
+    data.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    data.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="DataLoader worker processes (0 on a small CPU machine: workers would compete with "
+                           "the training threads for the same cores)")
+
+    schedule = parser.add_argument_group("schedule")
+    length = schedule.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, metavar="N",
+                        help=f"passes over the training split (default {DEFAULT_EPOCHS}; "
+                             f"{DEFAULT_SYNTHETIC_EPOCHS} with --synthetic)")
+    length.add_argument("--iters", type=positive_int, metavar="N", help="total iterations instead of --epochs")
+    schedule.add_argument("--batch", type=positive_int, default=8, metavar="N", help="images per iteration")
+    schedule.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    schedule.add_argument("--lr", type=float, default=5e-4, help="initial learning rate (poly decay, power 0.9)")
+    schedule.add_argument("--weight-decay", type=float, default=1e-4)
+    schedule.add_argument("--val-every", type=positive_int, default=1, metavar="N",
+                          help="validate every N epochs (and after the last)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=Path("runs/lrnnet"), metavar="DIR", help="output folder")
+    run.add_argument("--resume", type=Path, metavar="CKPT",
+                     help="continue a run from its last.pth (same options: an exact continuation)")
+    run.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    run.add_argument("--amp", action="store_true", help="FP16 mixed precision (CUDA only)")
+    run.add_argument("--threads", type=positive_int, metavar="N",
+                     help="torch CPU threads (default: torch's choice; 1 is much faster on cores shared with "
+                          "other busy processes)")
+    run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and augmentation")
+    return parser
+
+
+def _body(args: argparse.Namespace) -> int:
+    from lrnnet.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data, synthetic=args.synthetic, out=args.out, size=args.size, crop=args.crop,
+        scale_range=tuple(args.scale_range), flip=not args.no_flip, epochs=args.epochs, iters=args.iters,
+        batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+        resume=args.resume, device=args.device, amp=args.amp, seed=args.seed, workers=args.workers, threads=args.threads,
+        val_every=args.val_every, synthetic_train=args.synthetic_images,
+        synthetic_val=max(2, args.synthetic_images // 4),
+    )
+    result = train(config)
+    size = result.input_size
+    best = "n/a" if result.best is None else f"{100 * result.best_miou:.1f}% at epoch {result.best_epoch}"
+    last = "n/a" if math.isnan(result.final_miou) else f"{100 * result.final_miou:.1f}%"
+    print(f"trained {result.steps} of {result.total_steps} steps in {result.seconds:.0f} s: best val mIoU {best}, "
+          f"last {last} (lrnnet.eval at {size[0]}x{size[1]})")
+    print(f"checkpoints: {result.best or '-'} {result.last}; log: {result.out / 'log.csv'}; "
+          f"curves: {result.out / 'curves.png'}")
+    checkpoint = result.best or result.last
+    print(f"next: lrnnet-export {checkpoint} -o lrnnet.onnx --height {size[0]} --width {size[1]}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, _body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
