@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu (or install the CUDA build you want first).
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+# e.g. make demo DEMO_ARGS="--cityscapes /data/cityscapes"
+DEMO_ARGS ?=
 
 .PHONY: install dev demo test lint clean
 
@@ -18,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/lrnnet-demo --workdir demo
+	$(VENV)/bin/lrnnet-demo --workdir demo $(DEMO_ARGS)
 
 # pytest exits 5 when it collected no tests; that is not a failure of the suite.
 test: $(VENV)/.installed

@@ -23,11 +23,3 @@ def lazy_import(name: str, purpose: str = "") -> ModuleType:
         need = f" for {purpose}" if purpose else ""
         raise MissingDependencyError(f"'{name}' is not installed{need} ({exc}); install it with: {hint}") from exc
 
-
-def is_available(name: str) -> bool:
-    """True when `name` imports; never raises."""
-    try:
-        importlib.import_module(name)
-    except Exception:  # a broken install (missing CUDA libraries) counts as absent
-        return False
-    return True

@@ -1,0 +1,85 @@
+"""lrnnet-build-engine: turn the FP32 export into the fastest engine this machine can run."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from lrnnet.cli._common import Parser, make_parser, positive_int, run_command
+
+PROG = "lrnnet-build-engine"
+
+
+def build_parser() -> Parser:
+    from lrnnet.calib.int8 import CALIB_METHODS, DEFAULT_CALIB_METHOD
+    from lrnnet.calib.reader import DEFAULT_CALIB_IMAGES
+    from lrnnet.engine.build import BACKEND_CHOICES, DEFAULT_SOURCE
+
+    parser = make_parser(PROG, "Build an FP16 or INT8 (Cityscapes-calibrated) engine from lrnnet.onnx: a TensorRT "
+                               "engine when TensorRT and a GPU are here, else an ONNX Runtime-optimised ONNX. "
+                               "Writes lrnnet_<precision>.engine or lrnnet_<precision>.onnx plus a .json sidecar.")
+    precision = parser.add_mutually_exclusive_group(required=True)
+    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
+                           help="half precision (power iteration and softmax kept in FP32)")
+    precision.add_argument("--int8", dest="precision", action="store_const", const="int8",
+                           help="INT8 Q/DQ, calibrated on Cityscapes training images (needs --calib-data)")
+    precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
+                           help="full precision (the paper's setting)")
+    parser.add_argument("--onnx", type=Path, default=DEFAULT_SOURCE, help="the FP32 export (lrnnet-export)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="engine path (default lrnnet_<precision>.engine for TensorRT, "
+                             "lrnnet_<precision>.onnx for ONNX Runtime, in the current folder)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="auto: TensorRT when it and a GPU are present, else ONNX Runtime")
+    parser.add_argument("--keep-io-fp32", action=argparse.BooleanOptionalAction, default=True,
+                        help="FP16: keep float32 inputs/outputs (casts inside the graph)")
+    calib = parser.add_argument_group("INT8 calibration")
+    calib.add_argument("--calib-data", type=Path, default=None,
+                       help="Cityscapes root; images from leftImg8bit/train")
+    calib.add_argument("--calib-images", type=positive_int, default=DEFAULT_CALIB_IMAGES,
+                       help="number of training images, a deterministic subset spread across cities")
+    calib.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD,
+                       help="how activation ranges are chosen from the calibration images")
+    calib.add_argument("--calib-cache", type=Path, default=None,
+                       help="calibration cache (JSON, plus a TensorRT calibration table beside it): reused "
+                            "without reading images when it matches the model and settings, else written. "
+                            "With --legacy-calibrator: TensorRT's own calibration cache file")
+    trt = parser.add_argument_group("TensorRT")
+    trt.add_argument("--workspace", type=positive_int, default=None, metavar="MIB",
+                     help="builder workspace memory limit in MiB (default: TensorRT's)")
+    trt.add_argument("--timing-cache", type=Path, default=None,
+                     help="timing cache file, read if present and written after the build")
+    trt.add_argument("--builder-optimization-level", type=int, default=None, choices=range(6), metavar="0-5",
+                     help="TensorRT builder optimization level (default 3)")
+    trt.add_argument("--max-batch", type=positive_int, default=None,
+                     help="dynamic-batch exports: largest batch the engine accepts")
+    trt.add_argument("--legacy-calibrator", action="store_true",
+                     help="TensorRT 10 only: implicit INT8 with IInt8EntropyCalibrator2 on the FP32 graph")
+    return parser
+
+
+def _body(args: argparse.Namespace) -> int:
+    from lrnnet.calib.int8 import Int8Options
+    from lrnnet.engine.build import BuildOptions, build_engine
+    from lrnnet.engine.tensorrt_builder import TensorRTOptions
+
+    options = BuildOptions(
+        onnx=args.onnx, precision=args.precision, backend=args.backend, output=args.output,
+        calib_data=args.calib_data, int8=Int8Options(method=args.calib_method, images=args.calib_images),
+        calib_cache=args.calib_cache, keep_io_fp32=args.keep_io_fp32, max_batch=args.max_batch,
+        tensorrt=TensorRTOptions(workspace_mib=args.workspace, timing_cache=args.timing_cache,
+                                 optimization_level=args.builder_optimization_level,
+                                 legacy_calibrator=args.legacy_calibrator),
+    )
+    result = build_engine(options)
+    print(result.summary())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, _body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The ONNX Runtime "engine": the precision ONNX, graph-optimised by ONNX Runtime and saved.
+
+The optimisation level is BASIC: constant folding and redundant-node elimination, which leave
+standard ONNX ops only, so the saved graph is portable (CPU, CUDA or TensorRT execution provider,
+any CPU). EXTENDED and above fuse into com.microsoft contrib ops assigned to the execution provider
+that optimised them, and ONNX Runtime's documentation warns that such saved graphs may not run
+elsewhere; ONNX Runtime applies those fusions again at session start anyway, so nothing is lost.
+Q/DQ pairs survive BASIC (its constant folding skips DequantizeLinear), so INT8 stays INT8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from lrnnet._io import atomic_output
+from lrnnet.errors import InputError
+from lrnnet.export.metadata import ModelInfo
+
+OPTIMIZATION_LEVEL = "ORT_ENABLE_BASIC"
+
+
+def check_runs_on_onnxruntime(model: onnx.ModelProto, what: str) -> None:
+    """Create an ONNX Runtime CPU session for `model`: the graph loads and every op has a kernel."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise InputError(f"ONNX Runtime cannot load {what}: {' '.join(str(exc).split())[:300]}") from exc
+
+
+def optimize_for_onnxruntime(model: onnx.ModelProto, output: str | Path) -> None:
+    """Write `model`, graph-optimised by ONNX Runtime (BASIC), to `output` atomically, metadata kept."""
+    import onnxruntime as ort
+
+    info = ModelInfo.from_onnx_model(model)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVEL)
+    with atomic_output(output) as tmp:
+        options.optimized_model_filepath = str(tmp)
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise InputError(f"ONNX Runtime cannot load the {info.precision} graph: "
+                             f"{' '.join(str(exc).split())[:300]}") from exc
+        optimized = onnx.load(str(tmp))
+        info.write_to(optimized)  # ORT keeps metadata_props today; write them anyway, they are the contract
+        onnx.save(optimized, str(tmp))

@@ -1,0 +1,152 @@
+"""INT8 in the graph: symmetric per-channel Q/DQ from calibration on the training split, and its cache."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from lrnnet.calib.cache import trt_table_path
+from lrnnet.calib.graph import float_island_nodes, load_source_onnx, output_head_nodes
+from lrnnet.calib.int8 import Int8Options, quantize_int8
+from lrnnet.errors import InputError
+from lrnnet.export.metadata import ModelInfo
+
+CALIB = Int8Options(method="minmax", images=4)  # small and quick: the behaviour, not the ranges, is tested
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_onnx, synthetic_root, tmp_path_factory):
+    """A first INT8 build that reads images and writes a cache (the calibration folder is a private copy)."""
+    work = tmp_path_factory.mktemp("int8")
+    root = shutil.copytree(synthetic_root, work / "cityscapes")
+    cache = work / "calib.json"
+    model, record = quantize_int8(load_source_onnx(tiny_onnx), root, CALIB, cache)
+    return model, record, root, cache
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+
+
+def test_int8_graph_is_symmetric_per_channel_qdq(calibrated):
+    model, _, _, _ = calibrated
+    ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    inits = _initializers(model)
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 for z in zero_points)  # int8, and no int32 (bias) DQ
+    assert all(not z.any() for z in zero_points)  # symmetric: every zero point is 0
+    producers = {out: node for node in model.graph.node for out in node.output}
+    head = set(output_head_nodes(model))
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name not in head]
+    assert len(convs) > 50
+    for conv in convs:  # every Conv weight but the classifier's: int8, dequantized per output channel (axis 0)
+        dq = producers[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear", conv.name
+        weight, scale = inits[dq.input[0]], inits[dq.input[1]]
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        assert weight.dtype == np.int8 and axis == 0 and scale.shape == (weight.shape[0],), conv.name
+        if len(conv.input) > 2:  # the bias stays float32 (TensorRT)
+            assert conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32, conv.name
+    classifier = next(n for n in model.graph.node if n.op_type == "Conv" and n.name in head)
+    assert inits[classifier.input[1]].dtype == np.float32  # the logits' head stays float
+    for bn in (n for n in model.graph.node if n.op_type == "BatchNormalization"):  # TensorRT needs constants
+        assert all(name in inits for name in bn.input[1:]), bn.name
+    assert ModelInfo.from_onnx_model(model).precision == "int8"
+
+
+def test_power_iteration_is_not_quantized(tiny_onnx, calibrated):
+    model, _, _, _ = calibrated
+    island = set(float_island_nodes(onnx.load(str(tiny_onnx))))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    island_nodes = [n for n in model.graph.node if n.name in island]
+    assert {"MatMul", "ReduceSum", "Softmax"} <= {n.op_type for n in island_nodes}
+    # Values enter the island dequantized (from the quantized convs around it), but no tensor between
+    # two of its nodes goes through a Q/DQ pair: the power iteration and softmax compute in float.
+    for node in island_nodes:
+        for name in node.input:
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            source = producers.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            assert source is None or source.name not in island, f"{source.name} -> Q/DQ -> {node.name}"
+
+
+def test_int8_graph_runs_on_onnxruntime(tiny_onnx, calibrated, synthetic_root):
+    from lrnnet.data.cityscapes import CityscapesDataset
+    from lrnnet.data.preprocess import preprocess
+
+    model, _, _, _ = calibrated
+    image = preprocess(CityscapesDataset(synthetic_root, "val")[0][0], (128, 256))
+    int8 = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    fp32 = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    quantized, reference = int8.run(None, {"input": image})[0], fp32.run(None, {"input": image})[0]
+    assert quantized.shape == reference.shape and np.isfinite(quantized).all()
+    # Quantization error, not a different model: correlated logits. (Argmax agreement is tested on the
+    # trained model in test_precision_accuracy.py; this untrained net's top-2 margins are tiny.)
+    assert np.corrcoef(quantized.ravel(), reference.ravel())[0, 1] > 0.9
+
+
+def test_calibration_cache_round_trip_reads_no_images(tiny_onnx, calibrated):
+    model, record, root, cache = calibrated
+    assert record.images_read == record.images == 4 and cache.is_file() and trt_table_path(cache).is_file()
+    shutil.rmtree(root)  # the second build cannot read an image: there is none
+    again, reused = quantize_int8(load_source_onnx(tiny_onnx), None, CALIB, cache)
+    assert reused.images_read == 0 and reused.digest == record.digest
+    assert again.graph.SerializeToString() == model.graph.SerializeToString()  # same scales, same graph
+    # Other settings make another cache key: it must calibrate, and cannot without images.
+    with pytest.raises(InputError, match="calib-data"):
+        quantize_int8(load_source_onnx(tiny_onnx), None, Int8Options(method="entropy", images=4), cache)
+
+
+def test_trt_calibration_table_lists_activation_scales(calibrated):
+    import struct
+
+    _, _, _, cache = calibrated
+    lines = trt_table_path(cache).read_text().splitlines()
+    assert lines[0].startswith("TRT-") and lines[0].endswith("MinMaxCalibration")
+    scales = {name: struct.unpack(">f", bytes.fromhex(value.strip()))[0]
+              for name, value in (line.rsplit(":", 1) for line in lines[1:])}
+    assert "input" in scales and all(s > 0 for s in scales.values())
+    # The input is preprocessed ImageNet-normalised RGB: its amax (127 * scale) lies within 1..3.
+    assert 1.0 < scales["input"] * 127 < 3.0
+
+
+def test_quantize_without_images_or_cache_is_an_input_error(tiny_onnx, tmp_path):
+    with pytest.raises(InputError, match="calib-data"):
+        quantize_int8(load_source_onnx(tiny_onnx), None, CALIB, tmp_path / "absent.json")
+    assert not (tmp_path / "absent.json").exists()
+
+
+def test_dynamic_shape_graph_quantizes_and_runs_at_other_sizes(synthetic_root, tmp_path):
+    """A dynamic N x H x W export (lrnnet-export --dynamic) goes through the same path."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+               for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (4, 8, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["a"], name="/model/encoder/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["b"], name="/model/encoder/Relu"),
+             helper.make_node("Conv", ["b", "w2"], ["logits"], name="/model/classifier/Conv")]
+    graph = helper.make_graph(nodes, "dynamic", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                ["batch", 3, "height", "width"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                             ["batch", 4, "height", "width"])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    ModelInfo(input_height=64, input_width=128, stride=8, num_classes=4, class_names=list("abcd"),
+              palette=[[0, 0, 0]] * 4, dynamic=True).write_to(model)
+    onnx.save(model, str(tmp_path / "dynamic.onnx"))
+    quantized, record = quantize_int8(load_source_onnx(tmp_path / "dynamic.onnx"), synthetic_root, CALIB)
+    assert record.images_read == 4
+    producers = {out: node for node in quantized.graph.node for out in node.output}
+    assert producers["a"].op_type == "Conv" and producers[producers["a"].input[1]].op_type == "DequantizeLinear"
+    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": np.zeros((2, 3, 32, 48), np.float32)})[0].shape == (2, 4, 32, 48)
