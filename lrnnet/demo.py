@@ -78,7 +78,8 @@ def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
 
 
 def run_demo(options: DemoOptions) -> dict[str, Path]:
-    from lrnnet.cli import bench, build_engine, eval as eval_cli, export, infer, train
+    from lrnnet.cli import bench, build_engine, export, infer, train
+    from lrnnet.cli import eval as eval_cli
     from lrnnet.data import write_synthetic_cityscapes, write_synthetic_video
 
     options.validate()

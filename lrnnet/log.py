@@ -23,7 +23,7 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to the sys.stderr of the moment, not of setup time (pytest's capture swaps it per test)."""
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201
+    def stream(self):
         return sys.stderr
 
     @stream.setter

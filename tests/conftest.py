@@ -16,8 +16,8 @@ torch.set_num_threads(1)
 
 # Fixtures owned by each stage live in their own module beside this file.
 sys.path.insert(0, str(Path(__file__).parent))
-from fixtures_export import *  # noqa: E402,F401,F403
-from fixtures_train import *  # noqa: E402,F401,F403
+from fixtures_export import *
+from fixtures_train import *
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 def test_demo_runs_end_to_end(tmp_path):
     work = tmp_path / "demo"
     result = subprocess.run([str(Path(sys.executable).parent / "lrnnet-demo"), "--workdir", str(work), "--quick",
-                             "--no-progress"], capture_output=True, text=True, timeout=600)
+                             "--no-progress"], check=False, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Demo finished" in result.stdout
 
@@ -35,7 +35,7 @@ def test_demo_runs_end_to_end(tmp_path):
 
 def test_demo_rejects_bad_size(tmp_path):
     result = subprocess.run([str(Path(sys.executable).parent / "lrnnet-demo"), "--workdir", str(tmp_path / "d"),
-                             "--size", "100x250"], capture_output=True, text=True, timeout=60)
+                             "--size", "100x250"], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "multiples of 8" in result.stderr
     assert not (tmp_path / "d").exists()

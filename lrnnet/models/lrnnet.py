@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrnnet.models.nonlocal_family import nonlocal_context
 from lrnnet.models.svd import SVD_METHODS, dominant_singular_vectors
 
 __all__ = [
@@ -215,10 +216,15 @@ def _no_context(channels: int, **_: Any) -> nn.Module:
 
 
 # The decoder's context module, by name: a builder taking the encoder's channel count and the
-# module's options. Later issues add the non-local family here ("nl", "snl", ...).
+# module's options. The spectral non-local family (nonlocal_family.py) shares the SVN's slot.
 CONTEXT_MODULES: dict[str, Callable[..., nn.Module]] = {
     "svn": ReducedNonLocal,
     "none": _no_context,
+    "nl": nonlocal_context("nl"),
+    "ns": nonlocal_context("ns"),
+    "a2": nonlocal_context("a2"),
+    "snl": nonlocal_context("snl"),
+    "gsnl": nonlocal_context("gsnl"),
 }
 
 
@@ -291,6 +297,16 @@ class LRNNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        # He init makes the classifier's logits start with std ~12 (a loss of ~26 instead of ln 19);
+        # a small normal init starts training at a uniform prediction, as segmentation heads usually do.
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        if self.classifier.bias is not None:
+            nn.init.zeros_(self.classifier.bias)
+        # A context block whose output BatchNorm must start at zero (so that it starts as the
+        # identity, as torchvision's zero_init_residual) re-applies that after the loop above.
+        zero_init_residual = getattr(self.context, "zero_init_residual", None)
+        if callable(zero_init_residual):
+            zero_init_residual()
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless ``x`` is a float (N, 3, H, W) batch with H, W multiples of input_stride."""

@@ -3,7 +3,12 @@ import shutil
 import numpy as np
 import pytest
 
-from lrnnet.data import CityscapesDataset, demo_video_sequences, spread_across_cities, write_synthetic_demo_video
+from lrnnet.data import (
+    CityscapesDataset,
+    demo_video_sequences,
+    spread_across_cities,
+    write_synthetic_demo_video,
+)
 from lrnnet.data.labels import LABEL_ID_TO_TRAIN_ID
 from lrnnet.errors import InputError
 

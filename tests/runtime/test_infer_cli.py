@@ -62,8 +62,11 @@ def test_onnx_overlay_video_and_report(tiny_onnx, synthetic_video, tmp_path, cap
             labels = resize_labels(runner.predict([frame])[0].astype(np.uint8), frame.shape[:2])
             assert len(np.unique(labels)) > 1
             want = overlay(frame, labels, 0.5, palette)
-            assert np.abs(got.astype(int) - want).mean() < 5.0
-            assert np.abs(got.astype(int) - frame).mean() > 10.0
+            # mp4v is lossy twice over (the source and the output), mostly at colour edges: a typical pixel
+            # is within a few levels of the oracle, while the overlay moves it far from the plain frame.
+            error = np.abs(got.astype(int) - want)
+            assert np.median(error) <= 4 and error.mean() < 8.0
+            assert np.abs(got.astype(int) - frame).mean() > 4 * error.mean()
 
 
 @pytest.mark.slow
