@@ -23,15 +23,14 @@ are GPU figures). The markdown table printed last is the README's.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import interleaved_median_ms
 from torch.utils.flop_counter import FlopCounterMode
 
 from lrnnet.log import set_progress
@@ -43,20 +42,6 @@ FORMULAS = {
     "none": "Y = X",
     **{name: variant.formula for name, variant in NONLOCAL_VARIANTS.items()},
 }
-
-
-def interleaved_median_ms(fns: list[Callable[[], object]], repeat: int, warmup: int = 1) -> list[float]:
-    """Median wall time of each function, timed round-robin (a load change hits all alike)."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, samples in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(samples) for samples in times]
 
 
 def ratios_to_svn(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, tuple[float, float]]:

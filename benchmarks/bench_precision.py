@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from _timing import interleaved_times_ms
 
 from lrnnet.calib.fp16 import convert_to_fp16
 from lrnnet.calib.graph import load_source_onnx
@@ -66,15 +66,11 @@ def present_class_miou(matrix: ConfusionMatrix) -> float:
 def latencies(sessions: dict[str, ort.InferenceSession], batch: np.ndarray, warmup: int,
               iters: int) -> dict[str, np.ndarray]:
     name = next(iter(sessions.values())).get_inputs()[0].name
-    for sess in sessions.values():
+    for sess in sessions.values():  # warm each graph up in turn before the round-robin
         for _ in range(warmup):
             sess.run(None, {name: batch})
-    times: dict[str, list[float]] = {label: [] for label in sessions}
-    for _ in range(iters):  # round-robin: one run of each graph per round
-        for label, sess in sessions.items():
-            start = time.perf_counter()
-            sess.run(None, {name: batch})
-            times[label].append((time.perf_counter() - start) * 1e3)
+    runs = [lambda sess=sess: sess.run(None, {name: batch}) for sess in sessions.values()]
+    times = dict(zip(sessions, interleaved_times_ms(runs, iters, warmup=0)))
     return {label: np.array(values) for label, values in times.items()}
 
 

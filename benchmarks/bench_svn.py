@@ -18,10 +18,7 @@ CPU times are only comparable within one run (ratios); absolute times mean littl
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -29,24 +26,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "models"))
+from _timing import interleaved_median_ms
 from model_helpers import calibrate_batchnorm, street_like_batch
 
 from lrnnet.models import DEFAULT_POWER_ITERATIONS, LRNNet
-
-
-def interleaved_median_ms(fns: list[Callable[[], object]], repeat: int, warmup: int = 3) -> list[float]:
-    """Median wall time of each function, timed round-robin so that a load change on a shared
-    machine hits every method alike and the ratios stay meaningful."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, samples in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(samples) for samples in times]
 
 
 def with_svd(model: LRNNet, svd: str, iterations: int) -> LRNNet:
@@ -89,9 +72,9 @@ def main() -> None:
     rows = [("exact", 0)] + [("power", k) for k in args.iterations]
     svns = [(exact_model if svd == "exact" else with_svd(exact_model, svd, k)).context for svd, k in rows]
     with torch.no_grad():
-        svn_ms = interleaved_median_ms([partial(svn, features) for svn in svns], args.repeat)
+        svn_ms = interleaved_median_ms([partial(svn, features) for svn in svns], args.repeat, warmup=3)
         svd_ms = interleaved_median_ms(
-            [partial(svn.regional_singular_vectors, region_features) for svn in svns], args.repeat
+            [partial(svn.regional_singular_vectors, region_features) for svn in svns], args.repeat, warmup=3
         )
     for (svd, k), svn, stage_ms, vectors_ms in zip(rows, svns, svn_ms, svd_ms):
         with torch.no_grad():

@@ -6,19 +6,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
+from lrnnet.cli._common import Parser, make_parser, non_negative_int, parse_size, positive_int, run_command
 
 PROG = "lrnnet-bench"
 
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
-    return value
 
 
 def build_parser() -> Parser:
@@ -42,7 +33,7 @@ def build_parser() -> Parser:
     parser.add_argument("--sweep", type=parse_size, nargs="*", default=None, metavar="HxW",
                         help=f"time several input sizes (default {sweep_default}); needs a .pth or a --dynamic "
                              "export")
-    parser.add_argument("--warmup", type=_non_negative_int, default=DEFAULT_WARMUP, help="untimed iterations first")
+    parser.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP, help="untimed iterations first")
     parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, help="timed iterations")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads (torch intra-op / ONNX Runtime intra-op); default all this process may use")

@@ -5,19 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from lrnnet.cli._common import Parser, make_parser, positive_int, run_command
+from lrnnet.cli._common import Parser, make_parser, non_negative_int, positive_int, run_command
 
 PROG = "lrnnet-export"
 
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
-    return value
 
 
 def build_parser() -> Parser:
@@ -53,7 +44,7 @@ def build_parser() -> Parser:
     parser.add_argument("--no-simplify", action="store_true", help="skip the onnxslim simplification")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the ONNX Runtime vs PyTorch comparison (the op and ONNX checks still run)")
-    parser.add_argument("--verify-scenes", type=_non_negative_int, default=3,
+    parser.add_argument("--verify-scenes", type=non_negative_int, default=3,
                         help="synthetic street scenes to verify on (plus a gradient and a checkerboard)")
     return parser
 

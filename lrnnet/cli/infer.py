@@ -6,7 +6,14 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrnnet.cli._common import Parser, make_parser, positive_int, run_command
+from lrnnet.cli._common import (
+    Parser,
+    make_parser,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+)
 from lrnnet.errors import InputError
 
 PROG = "lrnnet-infer"
@@ -22,20 +29,6 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
-    return int(text)
 
 
 def build_parser() -> Parser:
@@ -63,12 +56,12 @@ def build_parser() -> Parser:
                              "trainId PNG per frame")
     parser.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity of the class colours")
     parser.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
-    parser.add_argument("--target-fps", type=_positive_float, default=PAPER_FPS,
+    parser.add_argument("--target-fps", type=positive_float, default=PAPER_FPS,
                         help="real-time target (the LRNNet paper: 71 FPS on a GTX 1080Ti)")
     parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
-    parser.add_argument("--warmup", type=_non_negative_int, default=2,
+    parser.add_argument("--warmup", type=non_negative_int, default=2,
                         help="untimed inferences before the first frame")
-    parser.add_argument("--fps", type=_positive_float, default=None,
+    parser.add_argument("--fps", type=positive_float, default=None,
                         help="output frame rate (default the source's; 17 for image folders)")
     return parser
 
