@@ -177,10 +177,13 @@ def make_configs(args: argparse.Namespace, size: tuple[int, int], stack: context
             missing.append("ONNX Runtime CUDA: onnxruntime-gpu is not installed")
     else:
         missing.append("PyTorch CUDA (FP32, FP16, CUDA graphs): no CUDA GPU on this machine")
-    from lrnnet._lazy import is_available
+    from lrnnet.engine.device import tensorrt_version
 
-    if not is_available("tensorrt"):
+    if tensorrt_version() is None:
         missing.append("TensorRT engines: TensorRT is not installed (lrnnet-bench --model lrnnet.engine on a GPU)")
+    else:
+        missing.append("TensorRT engines: build them with lrnnet-build-engine and time them with "
+                       "lrnnet-bench --model lrnnet_<precision>.engine")
     return configs, facts
 
 

@@ -29,7 +29,8 @@ def test_demo_runs_end_to_end(tmp_path):
     preview = cv2.imread(str(work / "preview.png"))
     frame = cv2.imread(str(next((work / "cityscapes" / "leftImg8bit" / "val").glob("*/*.png"))))
     assert preview.shape == (frame.shape[0], 3 * frame.shape[1], 3)
-    for name in ("lrnnet.onnx", "lrnnet_fp16.onnx", "lrnnet_int8.onnx", "speed.json", "run/best.pth"):
+    for name in ("lrnnet.onnx", "lrnnet_fp16.onnx", "lrnnet_int8.onnx", "speed.json", "speed_512x1024.json",
+                 "run/best.pth"):
         assert (work / name).is_file(), name
 
 

@@ -36,7 +36,10 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
     Bad input (InputError, a missing file) exits 2; anything else is an internal failure, exit 1.
     LRNNET_DEBUG=1 shows the traceback for bug reports.
     """
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # a usage error (one line already printed) or --help
+        return exit_request.code if isinstance(exit_request.code, int) else EXIT_BAD_INPUT
     setup_logging(getattr(args, "verbose", False))
     set_progress(not getattr(args, "no_progress", False))
     try:

@@ -19,7 +19,7 @@ def build_parser() -> Parser:
     parser.add_argument("--cityscapes", type=Path, default=None,
                         help="a real Cityscapes root (leftImg8bit/, gtFine/) instead of synthetic scenes")
     parser.add_argument("--size", type=parse_size, default=(128, 256), help="network input HEIGHTxWIDTH")
-    parser.add_argument("--train-iters", type=positive_int, default=300, help="training iterations")
+    parser.add_argument("--train-iters", type=positive_int, default=800, help="training iterations")
     parser.add_argument("--train-images", type=positive_int, default=64, help="synthetic training scenes")
     parser.add_argument("--video-frames", type=positive_int, default=60, help="frames of the synthetic video")
     parser.add_argument("--quick", action="store_true", help="a tiny run (seconds; for tests): few images and iterations")
@@ -31,7 +31,8 @@ def _body(args: argparse.Namespace) -> int:
 
     if args.quick:
         options = DemoOptions(workdir=args.workdir, cityscapes=args.cityscapes, size=(64, 128), scene_size=(64, 128),
-                              train_images=8, train_iters=4, batch=2, calib_images=4, video_frames=6, bench_iters=3)
+                              train_images=8, train_iters=4, batch=2, calib_images=4, video_frames=6, bench_iters=3,
+                              paper_bench_iters=1)
     else:
         options = DemoOptions(workdir=args.workdir, cityscapes=args.cityscapes, size=args.size,
                               train_iters=args.train_iters, train_images=args.train_images,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,16 @@ def _read_torch_file(path: Path, map_location: Any) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # junk bytes raise anything from IndexError to UnicodeDecodeError
-        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+        # torch 2.6+ blames weights_only for any unpickling failure; only a torch.save archive
+        # (a zip file) can really hold pickled objects beyond tensors.
+        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc) and zipfile.is_zipfile(path):
             raise InputError(
                 f"{path} holds objects other than tensors and plain containers; refusing to unpickle them "
                 f"(only weights are loaded, with torch.load(weights_only=True))"
             ) from exc
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text is about weights_only, not this file
+            first_line = type(exc).__name__
         raise InputError(
             f"cannot read {path} as a PyTorch checkpoint (corrupt, truncated, or not a torch.save file): "
             f"{first_line}"

@@ -66,10 +66,7 @@ def test_single_model_prints_the_class_table(tiny_onnx, synthetic_root, tmp_path
 
 
 def _bad(argv, capsys) -> str:
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # a usage error, raised by argparse
-        rc = exc.code
+    rc = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2, err
     assert len(err) == 1 and err[0].startswith("lrnnet-eval: error: "), err

@@ -95,10 +95,7 @@ def test_torch_sweep_in_memory_model(one_torch_thread):
 
 
 def _run(argv, capsys) -> tuple[int, str, str]:
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse usage errors
-        rc = exc.code
+    rc = main(argv)
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
 
