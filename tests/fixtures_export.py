@@ -12,6 +12,7 @@ Both are session-scoped and read-only for the tests that use them: copy before m
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,19 +28,13 @@ def _calibrated_tiny_model():
     from lrnnet.data.synthetic import SceneLayout, render_scene
     from lrnnet.models import LRNNet
 
+    sys.path.insert(0, str(Path(__file__).parent / "models"))
+    from model_helpers import calibrate_batchnorm
+
     torch.manual_seed(0)
-    model = LRNNet(num_classes=19)
     rng = np.random.default_rng(0)
     frames = [render_scene(SceneLayout.random(rng), TINY_SIZE)[0] for _ in range(2)]
-    batch = torch.from_numpy(preprocess_batch(frames, TINY_SIZE))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration passes
-    model.train()
-    with torch.no_grad():
-        model(batch)
-    return model.eval()
+    return calibrate_batchnorm(LRNNet(num_classes=19), [torch.from_numpy(preprocess_batch(frames, TINY_SIZE))])
 
 
 @pytest.fixture(scope="session")

@@ -39,12 +39,3 @@ def val_with_ignore(synthetic_root, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Torch on one thread: two OpenMP threads on two shared, busy cores can be 100x slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

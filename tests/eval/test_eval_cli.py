@@ -12,8 +12,7 @@ from lrnnet.data import CityscapesDataset
 from lrnnet.eval import evaluate, open_at_size
 
 
-def test_pth_and_onnx_of_the_same_weights_score_the_same(tiny_checkpoint, tiny_onnx, synthetic_root,
-                                                         one_torch_thread):
+def test_pth_and_onnx_of_the_same_weights_score_the_same(tiny_checkpoint, tiny_onnx, synthetic_root):
     dataset = CityscapesDataset(synthetic_root, "val")
     with open_at_size(tiny_onnx) as onnx_runner:
         onnx_report = evaluate(onnx_runner, dataset)
@@ -30,7 +29,6 @@ def test_pth_and_onnx_of_the_same_weights_score_the_same(tiny_checkpoint, tiny_o
 
 
 def test_compare_prints_the_drop_table_and_writes_json(tiny_checkpoint, tiny_onnx, synthetic_root, tmp_path,
-                                                       one_torch_thread,
                                                        capsys):
     out = tmp_path / "compare.json"
     preds = tmp_path / "preds"
@@ -73,8 +71,7 @@ def _bad(argv, capsys) -> str:
     return err[0]
 
 
-def test_bad_inputs_are_one_line_and_exit_2(tiny_checkpoint, tiny_onnx, synthetic_root, tmp_path, capsys,
-                                            one_torch_thread):
+def test_bad_inputs_are_one_line_and_exit_2(tiny_checkpoint, tiny_onnx, synthetic_root, tmp_path, capsys):
     data = str(synthetic_root)
     assert "does not exist" in _bad(["--model", str(tmp_path / "missing.onnx"), "--data", data], capsys)
     empty = tmp_path / "empty"

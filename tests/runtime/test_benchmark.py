@@ -70,18 +70,7 @@ def test_static_model_refuses_other_sizes_and_batches_before_timing():
         BenchmarkOptions(iters=0)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Torch on one thread: two OpenMP threads on two shared, busy cores can be 100x slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_torch_sweep_in_memory_model(one_torch_thread):
+def test_torch_sweep_in_memory_model():
     import torch
 
     from lrnnet.models import LRNNet
@@ -100,7 +89,7 @@ def _run(argv, capsys) -> tuple[int, str, str]:
     return rc, captured.out, captured.err
 
 
-def test_cli_json_fields(tiny_checkpoint, tmp_path, capsys, one_torch_thread):
+def test_cli_json_fields(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc, stdout, _ = _run(["--model", str(tiny_checkpoint), "--device", "cpu", "--height", "32", "--width", "64",
                           "--warmup", "1", "--iters", "3", "--threads", "1", "--json", str(out), "--no-progress"], capsys)
