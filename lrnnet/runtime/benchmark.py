@@ -224,12 +224,12 @@ _ORT_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 @contextlib.contextmanager
 def _onnxruntime_step(runner: Any, shape: tuple[int, ...], options: BenchmarkOptions
                       ) -> Iterator[tuple[Step, Step, bool, str]]:
-    # OnnxRuntimeRunner keeps its session private; the benchmark needs it to feed a device-resident input.
-    session = getattr(runner, "session", None) or runner._session
+    # The benchmark feeds the session directly so that the input can stay on the device.
+    session = runner.session
     graph_input, graph_output = session.get_inputs()[0], session.get_outputs()[0]
     dtype = np.dtype(_ORT_NUMPY.get(graph_input.type, np.float32))
     host = _random_input(shape, dtype, options.seed)
-    cuda_index = getattr(runner, "_cuda_index", None)
+    cuda_index = runner.cuda_index
     if cuda_index is None:
         feed = {graph_input.name: host}
         names = [graph_output.name]
