@@ -28,6 +28,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check lrnnet tests benchmarks
+	$(VENV)/bin/mypy lrnnet
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -60,13 +60,28 @@ def _size_arg(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
+def _demo_video(options: DemoOptions, data: Path, work: Path) -> Path:
+    """A real Cityscapes demoVideo sequence (an image folder) when the tree has one, else a synthetic street video."""
+    from lrnnet.data import demo_video_sequences, write_synthetic_video
+
+    if options.cityscapes is not None:
+        try:
+            return next(iter(demo_video_sequences(data).values()))[0].parent
+        except InputError:
+            logger.info("No demoVideo sequences in %s: using a synthetic street video", data)
+    return write_synthetic_video(work / "street.mp4", size=options.scene_size, frames=options.video_frames,
+                                 seed=options.seed)
+
+
 def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
     """Frame | prediction | ground truth of the first validation image, side by side."""
     from lrnnet._io import atomic_output
     from lrnnet.data import CityscapesDataset, colorize, overlay, resize_labels
     from lrnnet.runtime.runner import open_runner
 
-    frame, ground_truth, _ = CityscapesDataset(dataset_root, "val")[0]
+    frame, ground_truth, sample = CityscapesDataset(dataset_root, "val")[0]
+    if ground_truth is None:
+        raise InputError(f"{sample.image_path} has no ground truth for the preview")
     with open_runner(model) as runner:
         prediction = runner.predict([frame])[0].astype(np.uint8)
     prediction = resize_labels(prediction, frame.shape[:2])
@@ -81,7 +96,7 @@ def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
 def run_demo(options: DemoOptions) -> dict[str, Path]:
     from lrnnet.cli import bench, build_engine, export, infer, train
     from lrnnet.cli import eval as eval_cli
-    from lrnnet.data import write_synthetic_cityscapes, write_synthetic_video
+    from lrnnet.data import write_synthetic_cityscapes
 
     options.validate()
     work = options.workdir
@@ -125,13 +140,12 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
                             eval_cli.main, ["--compare", str(checkpoint), str(onnx_path), str(engines["fp16"]),
                                             str(engines["int8"]), "--data", str(data), "--json", str(accuracy)])
 
-    video = work / "street.mp4"
-    if not video.exists():
-        write_synthetic_video(video, size=options.scene_size, frames=options.video_frames, seed=options.seed)
+    video = _demo_video(options, data, work)
     overlay_video = work / "street_seg.mp4"
     latency = work / "latency.json"
     timings["infer"] = _step("Segment a street video (INT8 engine)", "lrnnet-infer", infer.main, [
-        str(video), "--model", str(engines["int8"]), "-o", str(overlay_video), "--report", str(latency)])
+        str(video), "--model", str(engines["int8"]), "-o", str(overlay_video), "--report", str(latency),
+        "--max-frames", str(options.video_frames)])
 
     speed = work / "speed.json"
     timings["bench"] = _step("Model-only speed of the FP32 ONNX at the demo size", "lrnnet-bench", bench.main, [

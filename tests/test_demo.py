@@ -40,3 +40,17 @@ def test_demo_rejects_bad_size(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "multiples of 8" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_demo_on_a_given_cityscapes_tree_uses_its_demo_video(tmp_path):
+    from lrnnet.cli.demo import main
+    from lrnnet.data import write_synthetic_cityscapes, write_synthetic_demo_video
+
+    root = write_synthetic_cityscapes(tmp_path / "cityscapes", size=(64, 128), counts={"train": 6, "val": 2})
+    write_synthetic_demo_video(root, "seq_00", size=(64, 128), frames=9)
+    work = tmp_path / "demo"
+    assert main(["--cityscapes", str(root), "--workdir", str(work), "--quick", "--no-progress"]) == 0
+    latency = json.loads((work / "latency.json").read_text())
+    assert latency["source_type"] == "images" and latency["frames"] == 6  # --quick caps the video at 6 frames
+    assert not (work / "cityscapes").exists() and not (work / "street.mp4").exists()

@@ -41,7 +41,8 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
     except SystemExit as exit_request:  # a usage error (one line already printed) or --help
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_BAD_INPUT
     setup_logging(getattr(args, "verbose", False))
-    set_progress(not getattr(args, "no_progress", False))
+    if getattr(args, "no_progress", False):  # only ever turns bars off: LRNNET_NO_PROGRESS=1 or an outer
+        set_progress(False)                   # command's --no-progress (lrnnet-demo) stays in force
     try:
         return body(args) or 0
     except InputError as exc:

@@ -23,13 +23,21 @@ from lrnnet.errors import InputError
 SCENE_CLASSES = ("road", "sidewalk", "building", "pole", "vegetation", "terrain", "sky", "person", "car")
 
 
+Color = tuple[int, int, int]
+
+
+def _random_color(rng: np.random.Generator, low: int, high: int) -> Color:
+    red, green, blue = (int(c) for c in rng.integers(low, high, size=3))
+    return red, green, blue
+
+
 @dataclass
 class _Mover:
     kind: str  # "car" or "person"
     x: float  # centre, fraction of width at t=0
     depth: float  # 0 (horizon) .. 1 (bottom of the frame)
     speed: float  # fraction of width per frame
-    color: tuple[int, int, int]
+    color: Color
 
 
 @dataclass
@@ -40,7 +48,7 @@ class SceneLayout:
     vanish_x: float
     road_half_width: float
     sidewalk_width: float
-    buildings: list[tuple[float, float, float, tuple[int, int, int]]]  # x0, x1, top (fractions), BGR colour
+    buildings: list[tuple[float, float, float, Color]]  # x0, x1, top (fractions), BGR colour
     trees: list[tuple[float, float, float]]  # x, crown radius, crown height above horizon (fractions)
     poles: list[float]
     movers: list[_Mover] = field(default_factory=list)
@@ -54,16 +62,16 @@ class SceneLayout:
         while x < 1.0:
             width = rng.uniform(0.08, 0.22)
             top = rng.uniform(0.05, 0.3)
-            color = tuple(int(c) for c in rng.integers(60, 200, size=3))
+            color = _random_color(rng, 60, 200)
             buildings.append((x, x + width, top, color))
             x += width + rng.uniform(0.0, 0.05)
         trees = [(rng.uniform(0, 1), rng.uniform(0.04, 0.08), rng.uniform(0.05, 0.15)) for _ in range(rng.integers(1, 4))]
         poles = list(rng.uniform(0.05, 0.95, size=rng.integers(1, 3)))
         movers = [_Mover("car", rng.uniform(0.1, 0.9), rng.uniform(0.35, 0.85), rng.uniform(-0.012, 0.012),
-                         tuple(int(c) for c in rng.integers(20, 235, size=3)))
+                         _random_color(rng, 20, 235))
                   for _ in range(rng.integers(1, 4))]
         movers += [_Mover("person", rng.uniform(0.02, 0.98), rng.uniform(0.3, 0.8), rng.uniform(-0.004, 0.004),
-                          tuple(int(c) for c in rng.integers(30, 220, size=3)))
+                          _random_color(rng, 30, 220))
                    for _ in range(rng.integers(1, 4))]
         return cls(horizon=rng.uniform(0.38, 0.5), vanish_x=rng.uniform(0.4, 0.6),
                    road_half_width=rng.uniform(0.3, 0.42), sidewalk_width=rng.uniform(0.1, 0.2),
