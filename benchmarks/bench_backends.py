@@ -91,6 +91,37 @@ def count_flops(model: torch.nn.Module, size: tuple[int, int]) -> float:
     return float(counter.get_total_flops())
 
 
+def calibration_root(args: argparse.Namespace, size: tuple[int, int], work: Path) -> Path:
+    """--calib-data, or synthetic scenes written once for the purpose."""
+    if args.calib_data is not None:
+        return args.calib_data
+    from lrnnet.data.synthetic import write_synthetic_cityscapes
+
+    root = work / "calib"
+    if not root.exists():
+        write_synthetic_cityscapes(root, size=size, counts={"train": args.calib_images}, cities=2, seed=1)
+    return root
+
+
+def build_tensorrt_engines(fp32: Path, args: argparse.Namespace, size: tuple[int, int], work: Path,
+                           missing: list[str]) -> dict[str, Path]:
+    """TensorRT engines (fp32/fp16/int8) built from the FP32 export with the library's builder."""
+    from lrnnet.calib.int8 import Int8Options
+    from lrnnet.engine.build import BuildOptions, build_engine
+
+    engines: dict[str, Path] = {}
+    for precision in ("fp32", "fp16", "int8"):
+        try:
+            calib = calibration_root(args, size, work) if precision == "int8" else None
+            options = BuildOptions(onnx=fp32, precision=precision, backend="tensorrt",
+                                   output=work / f"lrnnet_{precision}.engine", calib_data=calib,
+                                   int8=Int8Options(images=args.calib_images))
+            engines[precision] = build_engine(options).engine
+        except Exception as exc:  # noqa: BLE001 - a benchmark reports what it could not run
+            missing.append(f"TensorRT {precision.upper()} engine could not be built: {type(exc).__name__}: {exc}")
+    return engines
+
+
 def build_onnx_variants(model: torch.nn.Module, args: argparse.Namespace, size: tuple[int, int], work: Path,
                         missing: list[str]) -> dict[str, Path]:
     """fp32/fp16/int8 ONNX paths: the given ones, else built with the library; what failed goes in `missing`."""
@@ -117,12 +148,7 @@ def build_onnx_variants(model: torch.nn.Module, args: argparse.Namespace, size: 
             from lrnnet.calib.int8 import Int8Options
             from lrnnet.engine.build import BuildOptions, build_engine
 
-            calib = args.calib_data
-            if precision == "int8" and calib is None:
-                from lrnnet.data.synthetic import write_synthetic_cityscapes
-
-                calib = write_synthetic_cityscapes(work / "calib", size=size, counts={"train": args.calib_images},
-                                                   cities=2, seed=1)
+            calib = calibration_root(args, size, work) if precision == "int8" else None
             options = BuildOptions(onnx=fp32, precision=precision, backend="onnxruntime",
                                    output=work / f"lrnnet_{precision}.onnx", calib_data=calib,
                                    int8=Int8Options(images=args.calib_images))
@@ -177,13 +203,15 @@ def make_configs(args: argparse.Namespace, size: tuple[int, int], stack: context
             missing.append("ONNX Runtime CUDA: onnxruntime-gpu is not installed")
     else:
         missing.append("PyTorch CUDA (FP32, FP16, CUDA graphs): no CUDA GPU on this machine")
-    from lrnnet.engine.device import tensorrt_version
+    from lrnnet.engine.device import current_gpu, tensorrt_version
 
-    if tensorrt_version() is None:
-        missing.append("TensorRT engines: TensorRT is not installed (lrnnet-bench --model lrnnet.engine on a GPU)")
-    else:
-        missing.append("TensorRT engines: build them with lrnnet-build-engine and time them with "
-                       "lrnnet-bench --model lrnnet_<precision>.engine")
+    if tensorrt_version() is None or current_gpu() is None:
+        missing.append("TensorRT engines: needs TensorRT and a CUDA GPU (pip install 'lrnnet[tensorrt]')")
+    elif "fp32" in variants:
+        for precision, engine in build_tensorrt_engines(variants["fp32"], args, size, work, missing).items():
+            add(f"tensorrt {precision}", open_runner(engine, backend="tensorrt"))
+            # The engine runner captures its own CUDA graph (BenchmarkOptions.cuda_graph is torch's).
+            add(f"tensorrt {precision} + CUDA graph", open_runner(engine, backend="tensorrt", cuda_graph=True))
     return configs, facts
 
 
@@ -257,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         "onnxruntime_int8_vs_fp32": ratio(results, "onnxruntime fp32 cpu", "onnxruntime int8 cpu"),
         "power_iteration_vs_exact_svd": ratio(results, "torch eager fp32 (exact SVD)", "torch eager fp32 (power SVD)"),
         "torch_cuda_fp16_vs_fp32": ratio(results, "torch cuda fp32", "torch cuda fp16 autocast"),
+        "tensorrt_fp32_vs_torch_cuda_fp32": ratio(results, "torch cuda fp32", "tensorrt fp32"),
+        "tensorrt_fp16_vs_fp32": ratio(results, "tensorrt fp32", "tensorrt fp16"),
+        "tensorrt_int8_vs_fp32": ratio(results, "tensorrt fp32", "tensorrt int8"),
         "cuda_graph_vs_eager_fp16": ratio(results, "torch cuda fp16 autocast",
                                           "torch cuda fp16 autocast + CUDA graph"),
     }
