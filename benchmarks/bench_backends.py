@@ -103,23 +103,27 @@ def calibration_root(args: argparse.Namespace, size: tuple[int, int], work: Path
     return root
 
 
-def build_tensorrt_engines(fp32: Path, args: argparse.Namespace, size: tuple[int, int], work: Path,
-                           missing: list[str]) -> dict[str, Path]:
-    """TensorRT engines (fp32/fp16/int8) built from the FP32 export with the library's builder."""
+def build_precision(fp32: Path, precision: str, backend: str, output: Path, args: argparse.Namespace,
+                    size: tuple[int, int], work: Path, missing: list[str]) -> Path | None:
+    """One engine built from the FP32 export with the library's builder; None (and a line in `missing`) on failure."""
     from lrnnet.calib.int8 import Int8Options
     from lrnnet.engine.build import BuildOptions, build_engine
 
-    engines: dict[str, Path] = {}
-    for precision in ("fp32", "fp16", "int8"):
-        try:
-            calib = calibration_root(args, size, work) if precision == "int8" else None
-            options = BuildOptions(onnx=fp32, precision=precision, backend="tensorrt",
-                                   output=work / f"lrnnet_{precision}.engine", calib_data=calib,
-                                   int8=Int8Options(images=args.calib_images))
-            engines[precision] = build_engine(options).engine
-        except Exception as exc:  # noqa: BLE001 - a benchmark reports what it could not run
-            missing.append(f"TensorRT {precision.upper()} engine could not be built: {type(exc).__name__}: {exc}")
-    return engines
+    try:
+        calib = calibration_root(args, size, work) if precision == "int8" else None
+        return build_engine(BuildOptions(onnx=fp32, precision=precision, backend=backend, output=output,
+                                         calib_data=calib, int8=Int8Options(images=args.calib_images))).engine
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports what it could not run
+        missing.append(f"{backend} {precision.upper()} engine could not be built: {type(exc).__name__}: {exc}")
+        return None
+
+
+def build_tensorrt_engines(fp32: Path, args: argparse.Namespace, size: tuple[int, int], work: Path,
+                           missing: list[str]) -> dict[str, Path]:
+    """TensorRT engines (fp32/fp16/int8) built from the FP32 export."""
+    engines = {precision: build_precision(fp32, precision, "tensorrt", work / f"lrnnet_{precision}.engine",
+                                          args, size, work, missing) for precision in ("fp32", "fp16", "int8")}
+    return {precision: engine for precision, engine in engines.items() if engine is not None}
 
 
 def build_onnx_variants(model: torch.nn.Module, args: argparse.Namespace, size: tuple[int, int], work: Path,
@@ -141,20 +145,10 @@ def build_onnx_variants(model: torch.nn.Module, args: argparse.Namespace, size: 
     variants["fp32"] = fp32
 
     for precision, given in (("fp16", args.fp16_onnx), ("int8", args.int8_onnx)):
-        if given is not None:
-            variants[precision] = given
-            continue
-        try:
-            from lrnnet.calib.int8 import Int8Options
-            from lrnnet.engine.build import BuildOptions, build_engine
-
-            calib = calibration_root(args, size, work) if precision == "int8" else None
-            options = BuildOptions(onnx=fp32, precision=precision, backend="onnxruntime",
-                                   output=work / f"lrnnet_{precision}.onnx", calib_data=calib,
-                                   int8=Int8Options(images=args.calib_images))
-            variants[precision] = build_engine(options).engine
-        except Exception as exc:  # noqa: BLE001
-            missing.append(f"{precision.upper()} ONNX could not be built: {type(exc).__name__}: {exc}")
+        built = given or build_precision(fp32, precision, "onnxruntime", work / f"lrnnet_{precision}.onnx", args,
+                                         size, work, missing)
+        if built is not None:
+            variants[precision] = built
     return variants
 
 
