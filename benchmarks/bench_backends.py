@@ -154,7 +154,7 @@ def build_onnx_variants(model: torch.nn.Module, args: argparse.Namespace, size: 
 
 def make_configs(args: argparse.Namespace, size: tuple[int, int], stack: contextlib.ExitStack,
                  work: Path, missing: list[str]) -> tuple[list[Config], dict[str, Any]]:
-    from lrnnet.runtime.runner import open_runner
+    from lrnnet.runtime.factory import open_runner
     from lrnnet.runtime.torch_runner import TorchRunner
 
     base = BenchmarkOptions(size=size, batch=1, warmup=args.warmup, iters=args.iters)

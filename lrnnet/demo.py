@@ -77,7 +77,7 @@ def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
     """Frame | prediction | ground truth of the first validation image, side by side."""
     from lrnnet._io import atomic_output
     from lrnnet.data import CityscapesDataset, colorize, overlay, resize_labels
-    from lrnnet.runtime.runner import open_runner
+    from lrnnet.runtime.factory import open_runner
 
     frame, ground_truth, sample = CityscapesDataset(dataset_root, "val")[0]
     if ground_truth is None:

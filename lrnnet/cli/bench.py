@@ -74,8 +74,8 @@ def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import write_json_atomic
     from lrnnet.errors import InputError
     from lrnnet.runtime.benchmark import SWEEP_SIZES, TABLE_HEADER, BenchmarkOptions, host_description, sweep
+    from lrnnet.runtime.factory import backend_for_path, open_runner
     from lrnnet.runtime.latency import PAPER_SETTING
-    from lrnnet.runtime.runner import backend_for_path, open_runner
 
     if (args.height is None) != (args.width is None):
         raise InputError("give both --height and --width (or neither: 512x1024)")

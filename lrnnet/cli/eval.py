@@ -50,7 +50,7 @@ def _prediction_dir(root: Path | None, index: int, model: Path, several: bool) -
 def _runner_options(model: Path, args: argparse.Namespace) -> dict:
     """Per-backend options. A .pth is the FP32 reference unless --fp16 (torch would autocast on CUDA).
     ONNX Runtime takes its thread count per session; torch's is process-wide (set once in _body)."""
-    from lrnnet.runtime.runner import backend_for_path
+    from lrnnet.runtime.factory import backend_for_path
 
     chosen = backend_for_path(model) if args.backend == "auto" else args.backend
     if chosen == "torch":

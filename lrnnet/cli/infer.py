@@ -32,8 +32,8 @@ def _alpha(text: str) -> float:
 
 
 def build_parser() -> Parser:
+    from lrnnet.runtime.factory import BACKENDS
     from lrnnet.runtime.latency import PAPER_FPS
-    from lrnnet.runtime.runner import BACKENDS
     from lrnnet.runtime.video import OUTPUT_KINDS
 
     parser = make_parser(PROG, "Segment a video file, an image folder (e.g. Cityscapes demoVideo), a camera index "
@@ -94,7 +94,7 @@ def default_model(directory: Path = Path(".")) -> Path:
 def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import write_json_atomic
     from lrnnet.cli._common import parse_size
-    from lrnnet.runtime.runner import open_runner
+    from lrnnet.runtime.factory import open_runner
     from lrnnet.runtime.sources import open_source, quiet_video_logs
     from lrnnet.runtime.video import PipelineOptions, format_report, run_video
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lrnnet.runtime.factory import BACKENDS, backend_for_path, open_runner
 from lrnnet.runtime.latency import (
     PAPER_DEVICE,
     PAPER_FPS,
@@ -16,7 +17,7 @@ from lrnnet.runtime.latency import (
     PAPER_PRECISION,
     summarize_latency,
 )
-from lrnnet.runtime.runner import BACKENDS, Runner, open_runner
+from lrnnet.runtime.runner import Runner
 
 __all__ = [
     "BACKENDS",
@@ -28,6 +29,7 @@ __all__ = [
     "Runner",
     "TensorRTRunner",
     "TorchRunner",
+    "backend_for_path",
     "open_runner",
     "summarize_latency",
 ]

@@ -5,7 +5,7 @@ against the model's metadata, timing of each call (`last_infer_ms`), the context
 `predict` (preprocess -> infer -> argmax). A backend implements only `_infer_impl` and
 `_close_impl`, so the video pipeline, evaluation and the latency report are written once.
 
-    with open_runner("lrnnet.onnx") as runner:
+    with open_runner("lrnnet.onnx") as runner:      # lrnnet.runtime.factory picks the backend
         labels = runner.predict([frame_bgr])          # 1 x H x W int32 trainIds at runner.info.input_size
         logits = runner.infer(runner.prepare([frame_bgr]))
 """
@@ -16,7 +16,6 @@ import abc
 import contextlib
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -25,16 +24,11 @@ import numpy as np
 from lrnnet.data.preprocess import preprocess_batch, resize_frame
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import LAYOUT_NCHW_FLOAT, LAYOUT_NHWC_UINT8_BGR, ModelInfo
-from lrnnet.log import logger
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is Python 3.11+
 
-__all__ = ["BACKENDS", "MODEL_SUFFIXES", "Runner", "backend_for_path", "open_runner"]
-
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
-# File type -> backend, the rule of backend="auto".
-MODEL_SUFFIXES = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnxruntime", ".pth": "torch", ".pt": "torch"}
+__all__ = ["Runner", "check_model_info"]
 
 
 class Runner(abc.ABC):
@@ -224,49 +218,3 @@ def check_model_info(info: ModelInfo, source: str) -> None:
     if info.preprocess_in_graph != (info.input_layout == LAYOUT_NHWC_UINT8_BGR):
         raise InputError(f"{source}: metadata is inconsistent: preprocess_in_graph={info.preprocess_in_graph} "
                          f"with input layout {info.input_layout!r}")
-
-
-def backend_for_path(path: str | Path) -> str:
-    """The backend that `auto` picks for a file, by its type."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in MODEL_SUFFIXES:
-        raise InputError(f"{path}: unknown model type '{suffix or '(no suffix)'}'; expected "
-                         f"{', '.join(sorted(MODEL_SUFFIXES))}")
-    return MODEL_SUFFIXES[suffix]
-
-
-def open_runner(path: str | Path, backend: str = "auto", device: str | None = None, **options: Any) -> Runner:
-    """Load a model file with the backend that runs it: .engine -> TensorRT, .onnx -> ONNX Runtime, .pth -> PyTorch.
-
-    `device`: None picks the best available ("cuda" when there is a GPU, else "cpu"); "cpu", "cuda",
-    "cuda:N"; for onnxruntime also "tensorrt" (the TensorRT execution provider).
-    `options` go to the backend (see each runner's constructor), e.g. `size=(512, 1024)`, `fp16=False`,
-    `cuda_graph=True`, `compile=True` for torch; `threads=2` for onnxruntime.
-    Bad files fail with one InputError: missing, not a model, no lrnnet metadata, wrong classes/size.
-    """
-    path = Path(path)
-    if backend not in ("auto", *BACKENDS):
-        raise InputError(f"unknown backend '{backend}'; choose one of auto, {', '.join(BACKENDS)}")
-    if not path.exists():
-        raise InputError(f"model file {path} does not exist")
-    if not path.is_file():
-        raise InputError(f"model {path} is not a file")
-    chosen = backend_for_path(path) if backend == "auto" else backend
-    if backend != "auto" and MODEL_SUFFIXES.get(path.suffix.lower(), chosen) != chosen:
-        raise InputError(f"backend '{backend}' cannot run {path} (a {path.suffix} file is for "
-                         f"'{MODEL_SUFFIXES[path.suffix.lower()]}')")
-    if chosen == "tensorrt":
-        from lrnnet.runtime.tensorrt_runner import TensorRTRunner
-
-        runner: Runner = TensorRTRunner(path, device=device, **options)
-    elif chosen == "onnxruntime":
-        from lrnnet.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-        runner = OnnxRuntimeRunner(path, device=device, **options)
-    else:
-        from lrnnet.runtime.torch_runner import TorchRunner
-
-        runner = TorchRunner(checkpoint=path, device=device, **options)
-    if backend == "auto":
-        logger.info("Runner: %s", runner)
-    return runner
