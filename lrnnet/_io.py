@@ -1,39 +1,570 @@
-"""Write outputs so that a failure never leaves a half-written file (DESIGN.md, Errors)."""
+"""Commit outputs on success only, so that a failure never leaves a half-written or wrong file.
+
+The promise (DESIGN.md, Errors; README, Errors): every output is written beside its target under a
+recognisable temporary name, **checked** (reopened, counted, parsed), flushed and fsynced, and only
+then renamed onto the target. All outputs of one command commit together, or none does. No output
+may be one of the command's inputs, and an output that cannot be written is refused before any
+work starts.
+
+How a command uses it:
+
+    check_writable(args.out)                   # preflight, before any work: refuses a folder, a
+    check_writable(args.report)                # missing or read-only parent, a full disk ...
+    refuse_overwrite(inputs=[args.model], outputs=[args.out, args.report])
+    ...
+    with atomic_output(args.out, verify=lambda tmp: verify_video(tmp, frames=written)) as tmp:
+        write(tmp)                             # anything that writes a file (or a folder: directory=True)
+    write_json_atomic(args.report, report)     # JSON is parsed back before it is committed
+
+``lrnnet.cli._common.run_command`` runs every command inside a ``command_outputs()`` scope: each
+``atomic_output`` in the scope renames as soon as its block succeeds (so the command can read its
+output back), but the previous content of the target is kept under a temporary name until the
+command ends; if the command then fails (an error, Ctrl-C, SIGTERM), every output it committed is
+rolled back (the old file restored, a new one removed). Outside a scope (library use) each
+``atomic_output`` commits on its own. ``OutputSet`` is the explicit form for code that writes
+several outputs in one place (``with OutputSet() as out: a = out.add(p1); b = out.add(p2)``).
+
+Temporary names are ``.<name>.lrnnet-tmp-<pid>-<random><suffix>`` (the target's suffix kept, so
+writers that choose a format by extension still work). A run killed by SIGKILL leaves them; the next
+run that targets the same output removes those whose process is gone (``clean_stale_temps``).
+
+Verifiers (``verify_for`` picks one by suffix): JSON parses; PNG/JPEG decode and are non-empty; a
+video reopens (PyAV, else OpenCV) with the expected frame count; ONNX parses; a torch checkpoint's
+zip CRCs match. OpenCV's ``VideoWriter.write`` and ``imwrite`` report no ENOSPC: the verify step is
+what catches a full disk for them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+import shutil
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lrnnet.errors import InputError
+
+__all__ = [
+    "TEMP_MARK", "OutputSet", "atomic_output", "check_writable", "clean_stale_temps", "command_outputs",
+    "is_temp_name", "refuse_overwrite", "verify_for", "verify_image", "verify_json", "verify_video",
+    "write_bytes_atomic", "write_json_atomic",
+]
+
+TEMP_MARK = ".lrnnet-tmp-"
+Verifier = Callable[[Path], None]
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_LOW_SPACE_BYTES = 1 << 20  # a verify failure with less free than this on the disk is a full disk
+
+
+# -- names ---------------------------------------------------------------------------------------------
+
+
+def temp_path_for(target: Path) -> Path:
+    """A fresh temporary path beside `target`, recognisable as lrnnet's and as this process's."""
+    return target.parent / f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{target.suffix}"
+
+
+def is_temp_name(name: str) -> bool:
+    return TEMP_MARK in name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of `target` left by runs that were killed (their process is gone)."""
+    target = Path(target)
+    removed: list[Path] = []
+    if not target.parent.is_dir():
+        return removed
+    prefix = f".{target.name}{TEMP_MARK}"
+    for path in target.parent.glob(f"{glob_escape(prefix)}*"):
+        pid_text = path.name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        _remove(path)
+        removed.append(path)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+# -- preflight -------------------------------------------------------------------------------------------
+
+
+def check_writable(path: str | os.PathLike[str] | None, directory: bool = False, what: str = "output") -> None:
+    """Refuse, before any work starts, an output that cannot be written: InputError (exit 2).
+
+    A file output must not be a folder (and a folder output not a file); its parent folder must
+    exist and take a new file (a read-only or full file system, no permission). Stale temporaries of
+    killed runs are removed. The path is remembered by the running command's scope, so an error
+    caused by its disk later on (ENOSPC inside ONNX or protobuf code) is reported as such.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise InputError(f"{what} {path} is not a file name")
+    if path.is_dir() and not directory:
+        raise InputError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and directory and not path.is_dir():
+        raise InputError(f"{what} {path} exists and is not a folder")
+    parent = path.parent
+    if not parent.exists():
+        raise InputError(f"{what} {path}: folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: {parent} is not a folder")
+    clean_stale_temps(path)
+    probe = temp_path_for(path)
+    try:
+        with open(probe, "xb") as handle:
+            handle.write(b"\0")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise InputError(f"cannot write {what} {path}: {describe_os_error(exc)}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    scope = _current_scope()
+    if scope is not None:
+        scope.watched.append(path)
+
+
+def refuse_overwrite(inputs: Iterable[str | os.PathLike[str] | None],
+                     outputs: Iterable[str | os.PathLike[str] | None]) -> None:
+    """InputError if an output is one of the inputs (symlinks resolved, hard links too), or two outputs are one."""
+    ins = [Path(p) for p in inputs if p is not None]
+    outs = [Path(p) for p in outputs if p is not None]
+    for i, out in enumerate(outs):
+        for source in ins:
+            if _same_file(out, source):
+                raise InputError(f"output {out} is the input {source}; refusing to overwrite an input "
+                                 "(give another output name)")
+        for other in outs[i + 1:]:
+            if _same_file(out, other):
+                raise InputError(f"outputs {out} and {other} are the same file; give different names")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists() and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+# -- verifiers -------------------------------------------------------------------------------------------
+
+
+class OutputCheckFailed(Exception):
+    """A written output read back wrong (truncated, undecodable, wrong count)."""
+
+
+def verify_json(path: Path) -> None:
+    try:
+        json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OutputCheckFailed(f"JSON does not parse back ({exc})") from exc
+
+
+def verify_nonempty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise OutputCheckFailed("the file is empty")
+
+
+def verify_image(path: Path) -> None:
+    import cv2
+
+    verify_nonempty(path)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise OutputCheckFailed(f"image {path.name} does not decode")
+
+
+def count_video_frames(path: Path) -> int:
+    """Frames in a video file, by PyAV (packets, no decoding) where installed, else OpenCV."""
+    try:
+        import av
+    except ImportError:
+        return _count_frames_opencv(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return 0
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.FFmpegError, OSError) as exc:
+        raise OutputCheckFailed(f"video does not reopen ({type(exc).__name__}: {exc})") from exc
+
+
+def _count_frames_opencv(path: Path) -> int:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise OutputCheckFailed("video does not reopen")
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count <= 0:  # no count in the header: read them
+            count = 0
+            while capture.grab():
+                count += 1
+        return count
+    finally:
+        capture.release()
+
+
+def verify_video(path: Path, frames: int | Callable[[], int] | None = None) -> None:
+    """The video reopens and holds `frames` frames (a number, or a function giving it at commit time)."""
+    verify_nonempty(path)
+    count = count_video_frames(path)
+    expected = frames() if callable(frames) else frames
+    if expected is None:
+        if count == 0:
+            raise OutputCheckFailed("video has no frames")
+    elif count != expected:
+        raise OutputCheckFailed(f"video reopens with {count} frames, {expected} were written")
+
+
+def verify_onnx(path: Path) -> None:
+    import onnx
+
+    verify_nonempty(path)
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError and friends
+        raise OutputCheckFailed(f"ONNX does not parse back ({type(exc).__name__})") from exc
+
+
+def verify_zip(path: Path) -> None:
+    """A torch.save file (a zip archive): every member's CRC matches."""
+    verify_nonempty(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise OutputCheckFailed(f"archive does not reopen ({exc})") from exc
+    if bad is not None:
+        raise OutputCheckFailed(f"archive member {bad} is corrupt")
+
+
+def verify_folder(path: Path, files: int | Callable[[], int] | None = None) -> None:
+    """Every file in the folder passes its own verifier; optionally exactly `files` of them."""
+    entries = [p for p in path.iterdir() if p.is_file()]
+    expected = files() if callable(files) else files
+    if expected is not None and len(entries) != expected:
+        raise OutputCheckFailed(f"folder holds {len(entries)} files, {expected} were written")
+    for entry in entries:
+        verify_for(entry)(entry)
+
+
+def _verify_exists(path: Path) -> None:
+    if not path.exists():
+        raise OutputCheckFailed("nothing was written")
+
+
+def verify_for(path: Path) -> Verifier:
+    """The default verifier of an output, by its suffix (the real one of a temporary name too)."""
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return verify_folder
+    if suffix == ".json":
+        return verify_json
+    if suffix in IMAGE_SUFFIXES:
+        return verify_image
+    if suffix in VIDEO_SUFFIXES:
+        return verify_video
+    if suffix == ".onnx":
+        return verify_onnx
+    if suffix in (".pth", ".pt"):
+        return verify_zip
+    return _verify_exists
+
+
+# -- durability ------------------------------------------------------------------------------------------
+
+
+def _fsync_path(path: Path) -> None:
+    if path.is_dir():
+        for child in path.iterdir():
+            if child.is_file():
+                _fsync_file(child)
+        _fsync_dir(path)
+    else:
+        _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _give_default_mode(path: Path, directory: bool) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes (for an unprivileged user) on the file system holding `path`, or None if unknown."""
+    probe = path if path.exists() else path.parent
+    try:
+        stats = os.statvfs(probe)
+    except (OSError, AttributeError):
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line that says what the machine refused and what to do about it."""
+    advice = {
+        errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+        errno.EDQUOT: "the disk quota is exceeded; free some space or write elsewhere",
+        errno.EROFS: "the file system is read-only; write elsewhere",
+        errno.EACCES: "permission denied; write elsewhere or change the folder's permissions",
+        errno.EPERM: "operation not permitted; write elsewhere or change the folder's permissions",
+        errno.EFBIG: "the file is too large for this file system; write elsewhere",
+    }
+    reason = advice.get(exc.errno or -1, exc.strerror or str(exc))
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{reason}{where}"
+
+
+def _check(tmp: Path, target: Path, verify: Verifier | None) -> None:
+    """Verify then fsync `tmp`; a failure is InputError when the disk is full, else a bug."""
+    check = verify or verify_for(target if not tmp.is_dir() else tmp)
+    try:
+        check(tmp)
+        _fsync_path(tmp)
+    except OutputCheckFailed as exc:
+        free = free_bytes(tmp)
+        if free is not None and free < _LOW_SPACE_BYTES:
+            raise InputError(f"cannot write {target}: the disk is full ({free // 1024} KiB free); "
+                             "free some space or write elsewhere") from exc
+        raise OutputCheckFailed(f"{target} was written but reads back wrong: {exc}") from exc
+
+
+# -- commit and roll back --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Committed:
+    target: Path
+    backup: Path | None  # the target's old content, kept until the scope ends
+
+
+@dataclass
+class _Scope:
+    committed: list[_Committed] = field(default_factory=list)
+    watched: list[Path] = field(default_factory=list)  # outputs preflighted by check_writable
+
+
+_SCOPES: list[_Scope] = []
+_LAST_FAILED: list[Path] = []  # the outputs of the scope that failed last, for naming its full disk
+
+
+def _current_scope() -> _Scope | None:
+    return _SCOPES[-1] if _SCOPES else None
+
+
+def watched_outputs() -> list[Path]:
+    """The outputs the running command checked or committed (for naming a full disk after the fact)."""
+    live = [p for scope in _SCOPES for p in (*scope.watched, *(c.target for c in scope.committed))]
+    return live + _LAST_FAILED
+
 
 @contextlib.contextmanager
-def atomic_output(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+def command_outputs() -> Iterator[None]:
+    """All outputs committed inside commit together: on an exception every one is rolled back.
+
+    Nested scopes (a command calling another's main) hand their commits to the outer scope.
+    """
+    scope = _Scope()
+    _SCOPES.append(scope)
+    try:
+        yield
+    except BaseException:
+        _SCOPES.pop()
+        _LAST_FAILED[:] = [*scope.watched, *(c.target for c in scope.committed)]
+        _roll_back(scope.committed)
+        raise
+    _SCOPES.pop()
+    outer = _current_scope()
+    if outer is not None:
+        outer.committed.extend(scope.committed)
+        outer.watched.extend(scope.watched)
+    else:
+        for item in scope.committed:
+            if item.backup is not None:
+                _remove(item.backup)
+
+
+def _roll_back(committed: list[_Committed]) -> None:
+    for item in reversed(committed):
+        with contextlib.suppress(OSError):
+            _remove(item.target)
+            if item.backup is not None:
+                os.replace(item.backup, item.target)
+
+
+def _rename_into_place(tmp: Path, target: Path, directory: bool) -> _Committed:
+    """Rename `tmp` onto `target`; inside a scope keep the old target so the scope can restore it."""
+    scope = _current_scope()
+    backup = None
+    if scope is not None and (target.exists() or target.is_symlink()):
+        backup = temp_path_for(target)
+        if directory or target.is_dir():
+            os.replace(target, backup)
+        else:
+            try:
+                os.link(target, backup)  # the target stays in place until the rename replaces it
+            except OSError:
+                shutil.copy2(target, backup)
+    elif directory and target.is_dir():  # outside a scope a folder is replaced by moving the old one away
+        backup = temp_path_for(target)
+        os.replace(target, backup)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if backup is not None and not target.exists():
+            os.replace(backup, target)
+        raise
+    _fsync_dir(target.parent)
+    item = _Committed(target, backup)
+    if scope is not None:
+        scope.committed.append(item)
+    elif backup is not None:
+        _remove(backup)
+    return item
+
+
+@contextlib.contextmanager
+def atomic_output(target: str | os.PathLike[str], verify: Verifier | None = None,
+                  directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path (or empty folder, `directory=True`) beside `target`.
+
+    When the block succeeds the temporary is verified (`verify`, default `verify_for` by suffix),
+    fsynced and renamed onto `target`; when it fails, or the check fails, it is removed and `target`
+    is left as it was. Missing parent folders are created (commands refuse them up front with
+    `check_writable`).
+    """
     target = Path(target)
+    if target.is_dir() and not directory:
+        raise InputError(f"output {target} is a folder; give a file name")
+    if directory and target.exists() and not target.is_dir():
+        raise InputError(f"output {target} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    clean_stale_temps(target)
+    tmp = temp_path_for(target)
+    if directory:
+        tmp.mkdir()
     try:
         yield tmp
-        if tmp.exists():  # mkstemp makes it private; give it the permissions any new file would get
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
+        if not tmp.exists():
+            raise OutputCheckFailed(f"nothing was written to {target}")
+        _give_default_mode(tmp, directory)
+        _check(tmp, target, verify)
+        _rename_into_place(tmp, target, directory)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
 
 
-def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_output(target) as tmp:
-        tmp.write_bytes(data)
+class OutputSet:
+    """Several outputs written in one place that commit together or not at all.
+
+        with OutputSet() as out:
+            engine_tmp = out.add(engine_path, verify=...)
+            sidecar_tmp = out.add(sidecar_path)
+            ...write both...
+        # both verified and fsynced, then renamed; a failure of either leaves both targets as they were
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path, Verifier | None, bool]] = []
+
+    def add(self, target: str | os.PathLike[str], verify: Verifier | None = None, directory: bool = False) -> Path:
+        target = Path(target)
+        if target.is_dir() and not directory:
+            raise InputError(f"output {target} is a folder; give a file name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(target)
+        tmp = temp_path_for(target)
+        if directory:
+            tmp.mkdir()
+        self._pending.append((tmp, target, verify, directory))
+        return tmp
+
+    def __enter__(self) -> OutputSet:  # noqa: PYI034 - not subclassed
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            for tmp, *_ in self._pending:
+                if tmp.exists() or tmp.is_symlink():
+                    _remove(tmp)
+
+    def _commit(self) -> None:
+        for tmp, target, verify, directory in self._pending:
+            if not tmp.exists():
+                raise OutputCheckFailed(f"nothing was written to {target}")
+            _give_default_mode(tmp, directory)
+            _check(tmp, target, verify)
+        with command_outputs():  # the renames themselves: all or none
+            for tmp, target, _, directory in self._pending:
+                _rename_into_place(tmp, target, directory)
+
+
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes, verify: Verifier | None = None) -> None:
+    with atomic_output(target, verify=verify) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
 
 
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
-    write_bytes_atomic(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes_atomic(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), verify=verify_json)

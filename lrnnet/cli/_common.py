@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import math
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 
 from lrnnet.errors import InputError
 from lrnnet.log import set_progress, setup_logging
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
+# One bound for every size flag, checked before anything is allocated: 8192 a side (a 8K frame) and
+# 64 Mpixel in all; far above any real segmentation input, far below what exhausts memory.
+MAX_SIDE = 8192
+MAX_PIXELS = 8192 * 8192
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                   errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST}
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,11 +42,59 @@ def make_parser(prog: str, description: str) -> Parser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C (outputs rolled back, temporaries removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated in the main thread, as SIGINT raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signum, old)
+
+
+def _disk_full_message() -> str | None:
+    """If an output of the running command sits on a full disk, say so (ENOSPC hidden inside ONNX/protobuf)."""
+    from lrnnet._io import free_bytes, watched_outputs
+
+    for path in watched_outputs():
+        free = free_bytes(path)
+        if free is not None and free < (1 << 20):
+            return (f"cannot write {path}: the disk is full ({free // 1024} KiB free); "
+                    "free some space or write elsewhere")
+    return None
+
+
 def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], parser: Parser,
-                argv: Sequence[str] | None = None) -> int:
+                argv: Sequence[str] | None = None, all_or_nothing: bool = True) -> int:
     """Parse, run, and turn every failure into one line on stderr and an exit status.
 
-    Bad input (InputError, a missing file) exits 2; anything else is an internal failure, exit 1.
+    Bad input (InputError, a missing file) and the machine's limits (a full or read-only disk, no
+    permission, out of memory) exit 2; Ctrl-C 130, SIGTERM 143, SIGHUP 129; anything else is an
+    internal failure, exit 1. With `all_or_nothing` (every command but a resumable one such as
+    training) the outputs the body committed through `lrnnet._io` are rolled back on any failure.
     LRNNET_DEBUG=1 shows the traceback for bug reports.
     """
     try:
@@ -41,20 +102,45 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
     except SystemExit as exit_request:  # a usage error (one line already printed) or --help
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_BAD_INPUT
     setup_logging(getattr(args, "verbose", False))
+    from lrnnet._threads import apply_process_defaults
+
+    apply_process_defaults()  # thread counts from the CPUs this process may use, said once
     if getattr(args, "no_progress", False):  # only ever turns bars off: LRNNET_NO_PROGRESS=1 or an outer
         set_progress(False)                   # command's --no-progress (lrnnet-demo) stays in force
+    from lrnnet._io import command_outputs, describe_os_error
+
+    scope = command_outputs() if all_or_nothing else contextlib.nullcontext()
     try:
-        return body(args) or 0
+        with _signals_unwind(), scope:
+            return body(args) or 0
     except InputError as exc:
         return _fail(prog, str(exc), EXIT_BAD_INPUT)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        return _fail(prog, f"{exc.strerror or exc}: {exc.filename}", EXIT_BAD_INPUT)
+    except OSError as exc:
+        if exc.errno in _USER_OS_ERRORS or isinstance(exc, (FileNotFoundError, IsADirectoryError,
+                                                             NotADirectoryError, PermissionError)):
+            return _fail(prog, describe_os_error(exc), EXIT_BAD_INPUT)
+        return _internal(prog, exc)
+    except MemoryError:
+        return _fail(prog, "out of memory: use a smaller --size or batch, or a machine with more memory",
+                     EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        return _fail(prog, "interrupted", 130)
+        return _fail(prog, "interrupted" + _NOTHING_COMMITTED * all_or_nothing, EXIT_INTERRUPTED)
+    except Terminated as exc:
+        return _fail(prog, f"terminated by {exc}" + _NOTHING_COMMITTED * all_or_nothing, 128 + exc.signum)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        return _fail(prog, f"internal error: {type(exc).__name__}: {message} "
-                           "(set LRNNET_DEBUG=1 for the traceback and report it)", EXIT_INTERNAL)
+        return _internal(prog, exc)
+
+
+_NOTHING_COMMITTED = "; no output was written"
+
+
+def _internal(prog: str, exc: BaseException) -> int:
+    disk_full = _disk_full_message()  # ENOSPC surfaces as "INVALID_PROTOBUF" from ONNX Runtime and the like
+    if disk_full is not None:
+        return _fail(prog, disk_full, EXIT_BAD_INPUT)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return _fail(prog, f"internal error: {type(exc).__name__}: {message} "
+                       "(set LRNNET_DEBUG=1 for the traceback and report it)", EXIT_INTERNAL)
 
 
 def _fail(prog: str, message: str, status: int) -> int:
@@ -72,7 +158,17 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH such as 512x1024, got '{text}'") from None
     if height <= 0 or width <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got '{text}'")
+    check_size((height, width), text)
     return height, width
+
+
+def check_size(size: tuple[int, int], text: str | None = None) -> None:
+    """The one bound on an image size (MAX_SIDE a side, MAX_PIXELS in all), before anything is allocated."""
+    height, width = size
+    shown = text or f"{height}x{width}"
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"size {shown} is too large (at most {MAX_SIDE} a side, "
+                                         f"{MAX_PIXELS // 1_000_000} Mpixel)")
 
 
 def positive_int(text: str) -> int:
@@ -100,6 +196,17 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    if not (value > 0 and math.isfinite(value)):  # refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got '{text}'")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (argparse type): refuses nan and inf, which no setting of lrnnet means."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
     return value

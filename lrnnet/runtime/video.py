@@ -20,15 +20,11 @@ wall time of the whole pipeline), each compared with the target (71 FPS, the LRN
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +33,7 @@ import cv2
 import numpy as np
 
 import lrnnet
-from lrnnet._io import atomic_output
+from lrnnet._io import atomic_output, check_writable, refuse_overwrite, verify_folder, verify_video
 from lrnnet.data.preprocess import colorize, overlay, resize_labels
 from lrnnet.errors import InputError
 from lrnnet.log import logger, progress_bar
@@ -129,26 +125,6 @@ class _PngFolderSink:
 
     def close(self) -> None:
         pass
-
-
-@contextlib.contextmanager
-def _atomic_folder(target: Path) -> Iterator[Path]:
-    """A temporary folder beside `target`, renamed onto it (replacing an old one) only on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not target.is_dir():
-        raise InputError(f"output {target} exists and is not a folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / target.name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- the pipeline --------------------------------------------------------------------------------------
@@ -355,13 +331,20 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
         _check_output(opened, target, options.output_kind)
         fps = options.fps or opened.fps
         logger.info("Segmenting %s (%dx%d) with %s -> %s", opened.description, *opened.size, runner, target)
+        pipeline: _Pipeline | None = None
+
+        def written() -> int:  # read when the output is checked, after the run
+            return pipeline.written if pipeline is not None else 0
+
         if options.output_kind == "labels":
-            with _atomic_folder(target) as tmp_folder:
+            # Checked before the rename: one decodable PNG per frame written (imwrite reports no ENOSPC).
+            with atomic_output(target, directory=True, verify=lambda tmp: verify_folder(tmp, written)) as tmp_folder:
                 pipeline = _Pipeline(runner, opened, options, lambda: _PngFolderSink(tmp_folder))
                 wall = pipeline.run()
                 _check_frames(pipeline, opened)
         else:
-            with atomic_output(target) as tmp:
+            # Checked before the rename: the video reopens with every frame (VideoWriter reports no ENOSPC).
+            with atomic_output(target, verify=lambda tmp: verify_video(tmp, written)) as tmp:
                 pipeline = _Pipeline(runner, opened, options, lambda: _VideoSink(tmp, target, fps, opened.size))
                 wall = pipeline.run()
                 _check_frames(pipeline, opened)
@@ -373,8 +356,8 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
 
 def _check_output(source: FrameSource, target: Path, kind: str) -> None:
     source_path = getattr(source, "path", None) or getattr(source, "folder", None)
-    if source_path is not None and target.resolve() == Path(source_path).resolve():
-        raise InputError(f"output {target} would overwrite the source")
+    refuse_overwrite(inputs=[source_path], outputs=[target])
+    check_writable(target, directory=kind == "labels")
     if kind != "labels" and target.suffix.lower() not in VIDEO_CODECS:
         raise InputError(f"output {target}: unknown video type '{target.suffix or '(none)'}'; use "
                          f"{', '.join(sorted(VIDEO_CODECS))}, or --output labels for a folder of trainId PNGs")

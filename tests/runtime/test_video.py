@@ -179,7 +179,7 @@ def test_bad_sources_fail_before_any_output(tmp_path, make):
 
 
 def test_output_checks(synthetic_video, tmp_path):
-    with pytest.raises(InputError, match="overwrite the source"):
+    with pytest.raises(InputError, match="refusing to overwrite an input"):
         run_video(ConvRunner(), synthetic_video, synthetic_video)
     with pytest.raises(InputError, match="unknown video type"):
         run_video(ConvRunner(), synthetic_video, tmp_path / "out.gif")
