@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 
+from lrnnet._threads import usable_cpus
 from lrnnet.errors import InputError
 
 
 def cpu_threads() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total: containers and taskset)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """CPUs this process may run on: the affinity mask and the cgroup quota (lrnnet._threads.usable_cpus)."""
+    return usable_cpus()
 
 
 def cpu_name() -> str:

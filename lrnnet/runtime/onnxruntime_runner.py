@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from lrnnet._lazy import lazy_import
+from lrnnet._threads import count_text, thread_plan
 from lrnnet.errors import InputError, MissingDependencyError
 from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.log import logger
-from lrnnet.runtime._device import cpu_name, cpu_threads, parse_cuda_index, torch_cuda_name
+from lrnnet.runtime._device import cpu_name, parse_cuda_index, torch_cuda_name
 from lrnnet.runtime.runner import Runner
 
 __all__ = ["OnnxRuntimeRunner", "providers_for"]
@@ -56,7 +57,7 @@ class OnnxRuntimeRunner(Runner):
     """An lrnnet ONNX export on ONNX Runtime.
 
     `device`: None (CUDA if available, else CPU), "cpu", "cuda[:N]", "tensorrt[:N]".
-    `threads`: intra-op threads on CPU; default all cores this process may use. Inter-op threads
+    `threads`: intra-op threads on CPU; default the thread plan's (lrnnet._threads: the CPUs this process may use). Inter-op threads
     stay 1: the graph is a chain, so parallel branches would only add contention.
     """
 
@@ -72,7 +73,7 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._threads = threads or cpu_threads()
+        self._threads = threads or thread_plan().onnxruntime
         options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise here
@@ -88,7 +89,7 @@ class OnnxRuntimeRunner(Runner):
 
         provider = next(ep for ep in active if ep in (TRT_EP, CUDA_EP, CPU_EP))
         if self._cuda_index is None:
-            device_name = f"{cpu_name()} (CPU, {self._threads} threads)"
+            device_name = f"{cpu_name()} (CPU, {count_text(self._threads)})"
         else:
             gpu = torch_cuda_name(self._cuda_index) or f"GPU {self._cuda_index}"
             device_name = f"{gpu} (ONNX Runtime {provider.replace('ExecutionProvider', '')} EP)"

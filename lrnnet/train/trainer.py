@@ -33,6 +33,7 @@ from torch import nn
 
 import lrnnet
 from lrnnet._io import write_bytes_atomic, write_json_atomic
+from lrnnet._threads import thread_plan
 from lrnnet.data.cityscapes import CityscapesDataset
 from lrnnet.data.labels import IGNORE_INDEX
 from lrnnet.errors import InputError
@@ -167,10 +168,9 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 
 @contextlib.contextmanager
 def _threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op thread count for the run, restored afterwards."""
+    """torch's intra-op threads for the run (default: the thread plan's, never more than now), restored after."""
     previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
+    torch.set_num_threads(count if count is not None else min(previous, thread_plan().torch))
     try:
         yield
     finally:

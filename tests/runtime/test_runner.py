@@ -239,3 +239,67 @@ def test_copied_model_runs_the_same(tiny_onnx, tmp_path, ort_runner):
     frames = street_frames(TINY_SIZE, 1, seed=2)
     with open_runner(copy) as runner:
         np.testing.assert_array_equal(runner.predict(frames), ort_runner.predict(frames))
+
+
+# -- thread counts from the CPUs this process may use (lrnnet._threads) ------------------------------
+
+
+def _cgroup_tree(tmp_path, proc_line: str, files: dict[str, str]):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text(proc_line + "\n")
+    root = tmp_path / "cgroup"
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    return proc, root
+
+
+def test_cgroup_v2_quota_is_read_from_the_process_cgroup(tmp_path):
+    from lrnnet._threads import _cgroup_quota
+
+    proc, root = _cgroup_tree(tmp_path, "0::/job/7", {"job/7/cpu.max": "150000 100000\n"})
+    assert _cgroup_quota(proc, root) == 1.5
+    proc, root = _cgroup_tree(tmp_path / "unlimited", "0::/", {"cpu.max": "max 100000\n"})
+    assert _cgroup_quota(proc, root) is None
+
+
+def test_cgroup_v1_cfs_quota_is_read(tmp_path):
+    from lrnnet._threads import _cgroup_quota
+
+    proc, root = _cgroup_tree(tmp_path, "4:cpu,cpuacct:/docker/abc",
+                              {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "200000\n",
+                               "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"})
+    assert _cgroup_quota(proc, root) == 2.0
+    proc, root = _cgroup_tree(tmp_path / "unlimited", "4:cpu,cpuacct:/",
+                              {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    assert _cgroup_quota(proc, root) is None
+
+
+def test_usable_cpus_is_within_the_affinity_mask():
+    import os
+
+    from lrnnet._threads import usable_cpus
+
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_thread_plan_leaves_a_cpu_to_the_rest_when_there_are_few(monkeypatch):
+    from lrnnet._threads import thread_plan
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert (thread_plan(1).torch, thread_plan(1).onnxruntime) == (1, 1)
+    assert (thread_plan(2).torch, thread_plan(2).onnxruntime, thread_plan(2).opencv) == (1, 2, 1)
+    assert thread_plan(8).torch == 7
+    assert thread_plan(2).describe() == "threads: torch 1, onnxruntime 2, opencv 1 (2 CPUs usable)"
+    assert thread_plan(1).describe().endswith("(1 CPU usable)")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice is what torch will use: report it
+    assert thread_plan(2).torch == 3
+
+
+def test_no_report_says_1_threads(tiny_onnx):
+    from lrnnet._threads import count_text
+
+    assert (count_text(1), count_text(2)) == ("1 thread", "2 threads")
+    with OnnxRuntimeRunner(tiny_onnx, device="cpu", threads=1) as runner:
+        assert "1 thread)" in runner.device and "1 threads" not in runner.device
