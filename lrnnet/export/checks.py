@@ -1,4 +1,4 @@
-"""Static checks of an exported graph: deployable ops only, valid ONNX, inferable shapes.
+"""Static checks of an exported graph: deployable ops only, valid ONNX, TensorRT parser rules, inferable shapes.
 
 The export fails (``GraphCheckError``, an internal failure, exit 1) when a check does not hold:
 a graph TensorRT would reject or run through slow fallbacks is a bug of the exporter or the
@@ -18,6 +18,7 @@ __all__ = [
     "check_graph",
     "check_onnx_valid",
     "check_ops",
+    "check_parser_rules",
     "declare_output_shape",
     "op_counts",
 ]
@@ -134,6 +135,20 @@ def check_onnx_valid(model: Any) -> Any:
         raise GraphCheckError(f"the exported graph is not valid ONNX: {first_line}") from exc
 
 
+def check_parser_rules(model: Any) -> None:
+    """TensorRT's parser rules on types and attributes (lrnnet.export.tensorrt_rules), as an export check.
+
+    Every export is meant to parse on TensorRT, whichever backend runs it later; a graph of our own
+    exporter that breaks a rule is the exporter's bug, hence GraphCheckError (exit 1), not InputError.
+    """
+    from lrnnet.export.tensorrt_rules import tensorrt_rule_violations
+
+    violations = tensorrt_rule_violations(model)
+    if violations:
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise GraphCheckError(f"the exported graph breaks a TensorRT ONNX parser rule: {violations[0]}{more}")
+
+
 def _dims(value_info: Any) -> list[int | str | None]:
     dims: list[int | str | None] = []
     for dim in value_info.type.tensor_type.shape.dim:
@@ -148,13 +163,14 @@ def _dims(value_info: Any) -> list[int | str | None]:
 
 def check_graph(model: Any, expected_output_shape: list[int | str] | None = None,
                 allowed: Iterable[str] = TENSORRT_NATIVE_OPS) -> Counter[str]:
-    """All checks: ops, ONNX validity, and (when given) the inferred output shape; returns op counts.
+    """All checks: ops, ONNX validity, TensorRT's parser rules, and (when given) the inferred output shape; returns op counts.
 
     ``expected_output_shape`` has ints for static dims and names for dynamic ones; a static dim
     that shape inference cannot prove is a failure (TensorRT would then need a dynamic profile).
     """
     counts = check_ops(model, allowed)
     inferred = check_onnx_valid(model)
+    check_parser_rules(model)
     if expected_output_shape is not None:
         # Both what the graph declares (what a consumer reads) and what shape inference proves.
         for source, graph in (("declared", model.graph), ("inferred", inferred.graph)):

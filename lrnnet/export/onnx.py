@@ -7,8 +7,9 @@ Steps (each can fail the export; nothing is written unless all pass):
    needs no extra package (the dynamo exporter needs onnxscript) and unrolls the power loop into
    a static graph of plain ops; ``dynamic`` adds named batch/height/width axes;
 3. simplify with onnxslim (constant folding of the shape arithmetic the tracer records);
-4. checks: TensorRT-native ops only (no Loop/Scan/If/SVD/NonZero/Einsum), onnx.checker with
-   full check, strict shape inference, and the inferred output shape;
+4. checks: TensorRT-native ops only (no Loop/Scan/If/SVD/NonZero/Einsum), TensorRT's parser rules
+   on types and attributes (lrnnet.export.tensorrt_rules), onnx.checker with full check, strict
+   shape inference, and the inferred output shape;
 5. metadata (``ModelInfo``) into ``metadata_props``;
 6. verification with ONNX Runtime CPU against PyTorch on structured images;
 7. atomic write: a temporary file beside the target, renamed on success.

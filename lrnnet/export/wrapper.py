@@ -3,7 +3,8 @@
 This lives in export/, not models/: the model computes logits from normalised images and knows
 nothing of deployment. `DeployWrapper` adds what a deployment may want inside the graph:
 
-* preprocessing (``preprocess_in_graph``): uint8 NHWC BGR frames already at the model's size ->
+* preprocessing (``preprocess_in_graph``): uint8 NHWC BGR frames already at the model's size, cast to float
+  at once (TensorRT takes UINT8 only at the network input, into a Cast) ->
   float32 NCHW RGB normalised with MEAN_RGB/STD_RGB, computed exactly as
   ``lrnnet.data.preprocess.preprocess`` does (same float32 constants, same order of operations),
   so the graph's input can be a decoded video frame with no host-side work but the resize;
@@ -54,9 +55,12 @@ class DeployWrapper(nn.Module):
 
     def normalise(self, frames_bgr: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) BGR -> float32 (N, 3, H, W) RGB, ImageNet-normalised."""
-        # Channel flip first on uint8 (a Slice with step -1; TensorRT supports it natively), then
-        # the same float32 (x - mean) * inv_std as preprocess().
-        rgb = frames_bgr.flip(-1).permute(0, 3, 1, 2).to(torch.float32)
+        # Cast first: TensorRT's parser takes UINT8 only as a network input feeding a Cast (its Slice and
+        # Transpose importers reject UINT8; lrnnet.export.tensorrt_rules). The flip (a Slice with step -1)
+        # and the layout change are exact in float32, then the same (x - mean) * inv_std as preprocess().
+        # Folding the flip into the first conv's weights is not an option: the first downsampler also
+        # max-pools the input and concatenates it, so its channel order reaches the next layer.
+        rgb = frames_bgr.to(torch.float32).flip(-1).permute(0, 3, 1, 2)
         return (rgb - self.mean_255) * self.inv_std_255
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
