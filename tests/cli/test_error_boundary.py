@@ -1,0 +1,133 @@
+"""The CLI boundary (lrnnet.cli._common.run_command): exit statuses, one line on stderr, the debug traceback.
+
+Through ``run_command`` with a real parser and bodies that fail in each way, and through a real
+command (``lrnnet-export``) in a subprocess whose model has a genuinely undeployable graph.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lrnnet.cli._common import EXIT_BAD_INPUT, EXIT_INTERNAL, make_parser, run_command
+from lrnnet.errors import InputError
+
+PROG = "lrnnet-gate"
+HINT = "(set LRNNET_DEBUG=1 for the traceback and report it)"
+
+
+def _run(body, argv=("--no-progress",)) -> int:
+    parser = make_parser(PROG, "a test command")
+    parser.add_argument("--count", type=int, default=1)
+    return run_command(PROG, body, parser, list(argv))
+
+
+def _raise(exc: BaseException):
+    def body(args):
+        raise exc
+    return body
+
+
+def _stderr_lines(capsys) -> list[str]:
+    """stderr without the log's informational lines (e.g. the thread counts said once per process)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    if "Traceback (most recent call last):" not in lines:
+        assert all(line.startswith((f"{PROG}: ", "threads: ")) for line in lines), lines
+        lines = [line for line in lines if line.startswith(f"{PROG}: ")]
+    return lines
+
+
+def test_exit_codes_are_the_documented_ones():
+    assert (EXIT_INTERNAL, EXIT_BAD_INPUT) == (1, 2)
+
+
+def test_internal_error_is_exit_1_and_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("LRNNET_DEBUG", raising=False)
+    assert _run(_raise(RuntimeError("the graph\n   lost   a node"))) == 1
+    assert _stderr_lines(capsys) == [f"{PROG}: error: internal error: RuntimeError: the graph lost a node {HINT}"]
+
+
+def test_internal_error_without_a_message_names_its_type(capsys, monkeypatch):
+    monkeypatch.delenv("LRNNET_DEBUG", raising=False)
+    assert _run(_raise(KeyError())) == 1
+    assert _stderr_lines(capsys) == [f"{PROG}: error: internal error: KeyError: KeyError {HINT}"]
+
+
+def test_internal_error_shows_the_traceback_under_lrnnet_debug(capsys, monkeypatch):
+    monkeypatch.setenv("LRNNET_DEBUG", "1")
+    assert _run(_raise(ZeroDivisionError("division by zero in the bug"))) == 1
+    err = _stderr_lines(capsys)
+    assert err[0] == "Traceback (most recent call last):"
+    assert "ZeroDivisionError: division by zero in the bug" in err
+    assert any("in body" in line for line in err)  # the frame that raised
+    assert err[-1].startswith(f"{PROG}: error: internal error: ZeroDivisionError")
+
+
+def test_bad_input_is_exit_2_and_one_line_and_no_traceback_even_when_debugging(capsys, monkeypatch):
+    monkeypatch.delenv("LRNNET_DEBUG", raising=False)
+    assert _run(_raise(InputError("the checkpoint  is\nnot a checkpoint"))) == 2
+    assert _stderr_lines(capsys) == [f"{PROG}: error: the checkpoint is not a checkpoint"]
+    assert _run(_raise(FileNotFoundError(2, "No such file or directory", "/no/such.pth"))) == 2
+    (line,) = _stderr_lines(capsys)
+    assert line.startswith(f"{PROG}: error: ") and "/no/such.pth" in line and "internal" not in line
+
+
+def test_usage_error_is_exit_2_and_one_line(capsys):
+    assert _run(lambda args: 0, ["--count", "many"]) == 2
+    (line,) = _stderr_lines(capsys)
+    assert line.startswith(f"{PROG}: error: argument --count") and line.endswith(f"(see {PROG} --help)")
+
+
+def test_success_returns_the_bodys_status():
+    assert _run(lambda args: None) == 0
+    assert _run(lambda args: 0) == 0
+    assert _run(lambda args: args.count + 2, ["--count", "1"]) == 3
+    assert _run(lambda args: 0, ["--help"]) == 0
+
+
+def test_interrupt_is_130(capsys):
+    assert _run(_raise(KeyboardInterrupt())) == 130
+    (line,) = _stderr_lines(capsys)
+    assert line.startswith(f"{PROG}: error: interrupted")
+
+
+# A real command and a genuine internal failure: a model whose graph contains an ONNX Mod node
+# (a context module a contributor might add), exported by lrnnet-export's own main().
+_EXPORT_A_MOD_GRAPH = textwrap.dedent("""
+    import sys, torch
+    from lrnnet.models import LRNNet, save_checkpoint
+    from lrnnet.models.lrnnet import CONTEXT_MODULES
+    from lrnnet.cli.export import main
+
+    class ModContext(torch.nn.Module):
+        def forward(self, x):
+            return torch.fmod(x, 1.0e4)
+
+    CONTEXT_MODULES["mod-test"] = lambda channels, **_: ModContext()
+    torch.manual_seed(0)
+    save_checkpoint(sys.argv[1], LRNNet(context="mod-test").eval(), epoch=0, metrics={})
+    raise SystemExit(main([sys.argv[1], "-o", sys.argv[2], "--height", "64", "--width", "128", "--no-verify"]))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_real_command_fails_with_exit_1_on_an_internal_error(tmp_path, debug):
+    env = {key: value for key, value in os.environ.items() if key != "LRNNET_DEBUG"}
+    env.update({"LRNNET_NO_PROGRESS": "1", **({"LRNNET_DEBUG": "1"} if debug else {})})
+    done = subprocess.run([sys.executable, "-c", _EXPORT_A_MOD_GRAPH, str(tmp_path / "m.pth"),
+                           str(tmp_path / "m.onnx")], check=False, capture_output=True, text=True,
+                          env=env, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert err[-1].startswith("lrnnet-export: error: internal error: GraphCheckError: ") and "Mod x1" in err[-1]
+    assert ("Traceback (most recent call last):" in err) is debug
+    if debug:  # the traceback reaches the check that raised
+        assert any("check_ops" in line for line in err)
+    else:
+        assert [line for line in err if "error" in line.lower()] == [err[-1]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]  # nothing written
