@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lrnnet.log import logger
 
-__all__ = ["ThreadPlan", "apply_process_defaults", "count_text", "thread_plan", "usable_cpus"]
+__all__ = ["ThreadPlan", "announce_threads", "apply_process_defaults", "count_text", "thread_plan", "usable_cpus"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -109,14 +109,13 @@ _announced = False
 
 
 def apply_process_defaults() -> ThreadPlan:
-    """Apply the plan as this process's defaults and say it once (every command calls it at start).
+    """Apply the plan as this process's defaults (every command calls it at start; announce_threads says it).
 
     OpenCV is set here. torch is lowered to the plan when already imported (never raised: a caller
     or a test that chose fewer keeps them), else OMP_NUM_THREADS tells it at import unless the user
     set it. ONNX Runtime takes its count per session (OnnxRuntimeRunner reads the plan). An explicit
     --threads of a command is applied after this and wins.
     """
-    global _announced
     plan = thread_plan()
     import cv2
 
@@ -127,7 +126,12 @@ def apply_process_defaults() -> ThreadPlan:
             torch.set_num_threads(plan.torch)
     else:
         os.environ.setdefault("OMP_NUM_THREADS", str(plan.torch))
+    return plan
+
+
+def announce_threads() -> None:
+    """Say the plan once per process, where compute starts (a trainer, a CPU runner), not before an error."""
+    global _announced
     if not _announced:
         _announced = True
-        logger.info("%s", plan.describe())
-    return plan
+        logger.info("%s", thread_plan().describe())

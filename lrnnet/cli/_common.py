@@ -104,7 +104,7 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
     setup_logging(getattr(args, "verbose", False))
     from lrnnet._threads import apply_process_defaults
 
-    apply_process_defaults()  # thread counts from the CPUs this process may use, said once
+    apply_process_defaults()  # thread counts from the CPUs this process may use
     if getattr(args, "no_progress", False):  # only ever turns bars off: LRNNET_NO_PROGRESS=1 or an outer
         set_progress(False)                   # command's --no-progress (lrnnet-demo) stays in force
     from lrnnet._io import command_outputs, describe_os_error

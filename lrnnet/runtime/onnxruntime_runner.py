@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lrnnet._lazy import lazy_import
-from lrnnet._threads import count_text, thread_plan
+from lrnnet._threads import announce_threads, count_text, thread_plan
 from lrnnet.errors import InputError, MissingDependencyError
 from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.log import logger
@@ -90,6 +90,7 @@ class OnnxRuntimeRunner(Runner):
         provider = next(ep for ep in active if ep in (TRT_EP, CUDA_EP, CPU_EP))
         if self._cuda_index is None:
             device_name = f"{cpu_name()} (CPU, {count_text(self._threads)})"
+            announce_threads()
         else:
             gpu = torch_cuda_name(self._cuda_index) or f"GPU {self._cuda_index}"
             device_name = f"{gpu} (ONNX Runtime {provider.replace('ExecutionProvider', '')} EP)"
@@ -133,8 +134,21 @@ class OnnxRuntimeRunner(Runner):
             raise InputError(f"{path}: the graph takes {spatial[0]}x{spatial[1]} but its metadata says "
                              f"{info.input_height}x{info.input_width}")
         out = list(self._output.shape)
-        if not info.argmax_in_graph and len(out) == 4 and isinstance(out[1], int) and out[1] != info.num_classes:
-            raise InputError(f"{path}: the graph outputs {out[1]} classes but its metadata says {info.num_classes}")
+        out_type = _ORT_TYPES.get(self._output.type)
+        if info.argmax_in_graph:  # labels: an integer N x H x W map
+            if out_type not in (np.int32, np.int64) or len(out) != 3:
+                raise InputError(f"{path}: the metadata says the graph outputs class labels (argmax in the graph) but "
+                                 f"it outputs {self._output.type} of shape {out}; the metadata belongs to another model")
+        else:  # logits: float N x classes x H x W
+            if out_type not in (np.float32, np.float16) or len(out) != 4:
+                raise InputError(f"{path}: the metadata says the graph outputs float logits N x {info.num_classes} x H x W "
+                                 f"but it outputs {self._output.type} of shape {out}; the metadata belongs to another model")
+            if isinstance(out[1], int) and out[1] != info.num_classes:
+                raise InputError(f"{path}: the graph outputs {out[1]} classes but its metadata says {info.num_classes}")
+        if not info.dynamic and len(out) >= 3 and all(isinstance(d, int) for d in out[-2:]) \
+                and tuple(out[-2:]) != info.input_size:
+            raise InputError(f"{path}: the graph outputs {out[-2]}x{out[-1]} maps for a "
+                             f"{info.input_height}x{info.input_width} input; the metadata belongs to another model")
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         if self._input_type == np.float16:  # an FP16 graph without FP32 I/O: the runner contract stays float32

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lrnnet._threads import count_text
+from lrnnet._threads import announce_threads, count_text
 from lrnnet.data.labels import CLASS_NAMES, PALETTE_RGB
 from lrnnet.errors import InputError, MissingDependencyError
 from lrnnet.export.metadata import ModelInfo
@@ -118,6 +118,7 @@ class TorchRunner(Runner):
             extras = [x for x, on in (("autocast FP16", fp16), ("CUDA graph", cuda_graph), ("compiled", compile)) if on]
             device_name = f"{gpu} (PyTorch CUDA{', ' + ', '.join(extras) if extras else ''})"
         else:
+            announce_threads()
             device_name = f"{cpu_name()} (CPU, PyTorch {count_text(torch.get_num_threads())}" \
                           f"{', compiled' if compile else ''})"
         super().__init__(info, device_name, precision, name=name)

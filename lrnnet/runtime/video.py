@@ -21,6 +21,7 @@ wall time of the whole pipeline), each compared with the target (71 FPS, the LRN
 from __future__ import annotations
 
 import datetime
+import math
 import queue
 import threading
 import time
@@ -29,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 import lrnnet
@@ -40,6 +40,7 @@ from lrnnet.log import logger, progress_bar
 from lrnnet.runtime.latency import PAPER_FPS, LatencyRecorder, compare_with_paper
 from lrnnet.runtime.runner import Runner
 from lrnnet.runtime.sources import FrameSource, open_source
+from lrnnet.runtime.writers import VIDEO_SUFFIXES, PngFolderWriter, open_video_writer
 
 __all__ = ["FRAME_IN_TO_OUT", "OUTPUT_KINDS", "STAGES", "PipelineOptions", "default_output", "format_report", "run_video"]
 
@@ -48,10 +49,9 @@ STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
 # Per frame, from the start of its decode to the end of its encode, queueing included: the latency a
 # viewer sees (the stages overlap, so it is not their sum, and end-to-end FPS is not 1000 / it).
 FRAME_IN_TO_OUT = "frame_in_to_out"
-# mp4v plays everywhere OpenCV writes (no H.264 encoder in the pip wheels); MJPG for .avi.
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 _SHOWN_CORRUPT = 20  # corrupt frames named in the report; the count is always complete
 _POLL_S = 0.1  # how often a blocked thread checks whether the pipeline was stopped
+_STOP_GRACE_S = 10.0  # how long a stopped stage may take to unwind (a native decode or encode call in hand)
 
 
 @dataclass
@@ -75,10 +75,11 @@ class PipelineOptions:
             raise InputError(f"max_frames must be positive, got {self.max_frames}")
         if self.warmup < 0 or self.queue_size < 1:
             raise InputError("warmup must be >= 0 and queue_size >= 1")
-        if self.fps is not None and self.fps <= 0:
-            raise InputError(f"fps must be positive, got {self.fps}")
-        if self.target_fps <= 0:
-            raise InputError(f"target FPS must be positive, got {self.target_fps}")
+        # not (x > 0) also refuses nan; inf would hang the encoder (a zero frame duration)
+        if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
+            raise InputError(f"fps must be a positive finite number, got {self.fps}")
+        if not (self.target_fps > 0 and math.isfinite(self.target_fps)):
+            raise InputError(f"target FPS must be a positive finite number, got {self.target_fps}")
 
 
 def default_output(source: FrameSource, output_kind: str) -> Path:
@@ -87,44 +88,6 @@ def default_output(source: FrameSource, output_kind: str) -> Path:
     if output_kind == "labels":
         return stem.with_name(stem.name[: -len("_seg")] + "_labels")
     return stem.with_name(stem.name + ".mp4")
-
-
-# -- sinks ---------------------------------------------------------------------------------------------
-
-
-class _VideoSink:
-    """An OpenCV video writer on the temporary path; frames must all be the source's size."""
-
-    def __init__(self, path: Path, target: Path, fps: float, size: tuple[int, int]) -> None:
-        codec = VIDEO_CODECS.get(target.suffix.lower())
-        if codec is None:
-            raise InputError(f"output {target}: unknown video type '{target.suffix}'; use "
-                             f"{', '.join(sorted(VIDEO_CODECS))} (or --output labels for a PNG folder)")
-        height, width = size
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*codec), fps, (width, height))
-        if not self._writer.isOpened():
-            raise InputError(f"OpenCV cannot write a {codec} video to {target}")
-
-    def write(self, image: np.ndarray, name: str) -> None:
-        self._writer.write(image)
-
-    def close(self) -> None:
-        self._writer.release()
-
-
-class _PngFolderSink:
-    """One lossless single-channel PNG of trainIds per frame (a video codec would alter the ids)."""
-
-    def __init__(self, folder: Path) -> None:
-        self._folder = folder
-
-    def write(self, image: np.ndarray, name: str) -> None:
-        path = self._folder / f"{name}_trainIds.png"
-        if not cv2.imwrite(str(path), image):
-            raise OSError(f"cannot write {path}")
-
-    def close(self) -> None:
-        pass
 
 
 # -- the pipeline --------------------------------------------------------------------------------------
@@ -181,6 +144,7 @@ class _Pipeline:
                  sink_factory: Callable[[], Any]) -> None:
         self.runner, self.source, self.options = runner, source, options
         self._sink_factory = sink_factory
+        self.writer_info: dict[str, Any] = {}  # codec and encoder, from the writer (lrnnet.runtime.writers)
         self.stop = threading.Event()  # a stage failed: everyone unwinds
         self.end_of_input = threading.Event()  # Ctrl-C on a live source: stop reading, finish the rest
         self.latency = {stage: LatencyRecorder() for stage in (*STAGES, FRAME_IN_TO_OUT)}
@@ -214,15 +178,37 @@ class _Pipeline:
             self.stop.set()
             raise
         finally:
-            encoder.join()  # it ends on _END, or on the stop flag when this thread failed
-            self.stop.set()  # the decoder has finished (its _END was consumed) or must stop now
-            decoder.join()
-            self._bar.close()
+            try:
+                self._join(encoder)  # it ends on _END, or on the stop flag when this thread failed
+            finally:
+                self.stop.set()  # the decoder has finished (its _END was consumed) or must stop now
+                self._join(decoder)
+                self._bar.close()
         wall = time.perf_counter() - start
         for stage in (decoder, encoder):
             if stage.error is not None:
                 raise stage.error
         return wall
+
+    def _join(self, stage: _Stage) -> None:
+        """Wait for `stage` in short, interruptible steps; once stopped, give it _STOP_GRACE_S to unwind.
+
+        A signal (Ctrl-C, SIGTERM) raised in this wait stops every stage and still waits the grace
+        period, so no thread writes to an output that is being removed.
+        """
+        deadline = None
+        while stage.is_alive():
+            try:
+                stage.join(_POLL_S)
+            except BaseException:
+                self.stop.set()
+                self._join(stage)
+                raise
+            if self.stop.is_set():
+                deadline = deadline or time.monotonic() + _STOP_GRACE_S
+                if time.monotonic() > deadline:
+                    logger.warning("the %s thread did not stop within %.0f s; leaving it", stage.name, _STOP_GRACE_S)
+                    return
 
     def _warm_up(self) -> None:
         if not self.options.warmup:
@@ -288,6 +274,7 @@ class _Pipeline:
     # encode thread
     def _encode(self) -> None:
         sink = self._sink_factory()
+        self.writer_info = sink.describe()
         try:
             while True:
                 item = _get(self._outbox, self.stop)
@@ -339,13 +326,13 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
         if options.output_kind == "labels":
             # Checked before the rename: one decodable PNG per frame written (imwrite reports no ENOSPC).
             with atomic_output(target, directory=True, verify=lambda tmp: verify_folder(tmp, written)) as tmp_folder:
-                pipeline = _Pipeline(runner, opened, options, lambda: _PngFolderSink(tmp_folder))
+                pipeline = _Pipeline(runner, opened, options, lambda: PngFolderWriter(tmp_folder))
                 wall = pipeline.run()
                 _check_frames(pipeline, opened)
         else:
             # Checked before the rename: the video reopens with every frame (VideoWriter reports no ENOSPC).
             with atomic_output(target, verify=lambda tmp: verify_video(tmp, written)) as tmp:
-                pipeline = _Pipeline(runner, opened, options, lambda: _VideoSink(tmp, target, fps, opened.size))
+                pipeline = _Pipeline(runner, opened, options, lambda: open_video_writer(tmp, target, fps, opened.size))
                 wall = pipeline.run()
                 _check_frames(pipeline, opened)
     finally:
@@ -358,9 +345,9 @@ def _check_output(source: FrameSource, target: Path, kind: str) -> None:
     source_path = getattr(source, "path", None) or getattr(source, "folder", None)
     refuse_overwrite(inputs=[source_path], outputs=[target])
     check_writable(target, directory=kind == "labels")
-    if kind != "labels" and target.suffix.lower() not in VIDEO_CODECS:
+    if kind != "labels" and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"output {target}: unknown video type '{target.suffix or '(none)'}'; use "
-                         f"{', '.join(sorted(VIDEO_CODECS))}, or --output labels for a folder of trainId PNGs")
+                         f"{', '.join(VIDEO_SUFFIXES)}, or --output labels for a folder of trainId PNGs")
 
 
 def _check_frames(pipeline: _Pipeline, source: FrameSource) -> None:
@@ -396,6 +383,9 @@ def _report(runner: Runner, source: FrameSource, target: Path, options: Pipeline
         "source_type": source.kind,
         "output": str(target),
         "output_kind": options.output_kind,
+        "output_codec": pipeline.writer_info.get("codec"),
+        "output_encoder": pipeline.writer_info.get("encoder"),
+        **({"output_padded_to": pipeline.writer_info["padded_to"]} if "padded_to" in pipeline.writer_info else {}),
         "frames": pipeline.written,
         "frames_decoded": pipeline.decoded,
         "corrupt_frames_skipped": pipeline.corrupt_count,
@@ -425,6 +415,15 @@ def _missing(pipeline: _Pipeline, source: FrameSource) -> int:
     return max(0, source.expected_frames - pipeline.decoded - pipeline.corrupt_count)
 
 
+def _encoder_note(report: dict[str, Any]) -> str:
+    """', h264 (libx264 via PyAV)' for a video, plus the padding when the frame had an odd side."""
+    encoder = report.get("output_encoder")
+    if not encoder or report.get("output_codec") == "png":
+        return ""
+    padded = report.get("output_padded_to")
+    return f", {encoder}" + (f", padded to {padded['height']}x{padded['width']} for yuv420p" if padded else "")
+
+
 def _ms(value: float | None) -> str:
     return f"{value:8.2f}" if value is not None else f"{'-':>8}"
 
@@ -435,7 +434,7 @@ def format_report(report: dict[str, Any]) -> str:
     h, w = report["input_size"]
     lines = [
         (f"Source     {report['source']} ({report['source_type']}, {res['height']}x{res['width']}) -> "
-         f"{report['output']} ({report['output_kind']})"),
+         f"{report['output']} ({report['output_kind']}{_encoder_note(report)})"),
         f"Model      {report['model']}: {report['backend']}, {report['precision'].upper()}, input {h}x{w}",
         f"Device     {report['device']}",
         (f"Frames     {report['frames']} written, {report['corrupt_frames_skipped']} corrupt skipped"

@@ -33,7 +33,7 @@ from torch import nn
 
 import lrnnet
 from lrnnet._io import write_bytes_atomic, write_json_atomic
-from lrnnet._threads import thread_plan
+from lrnnet._threads import announce_threads, thread_plan
 from lrnnet.data.cityscapes import CityscapesDataset
 from lrnnet.data.labels import IGNORE_INDEX
 from lrnnet.errors import InputError
@@ -99,6 +99,8 @@ def train(config: TrainConfig, on_step: StepCallback | None = None) -> TrainResu
     val_split = CityscapesDataset(root, "val")
     check_split(train_split, config.batch)
     device = torch.device(config.device or "cpu")
+    if device.type == "cpu":
+        announce_threads()
     with _determinism(config.deterministic, device), _threads(config.threads):
         torch.manual_seed(config.seed)  # the weight initialisation, and dropout from there on
         run = _Run(config, train_split, val_split, device)

@@ -213,3 +213,107 @@ def test_damaged_bytes_in_the_middle_of_a_video_are_skipped_and_accounted_for(sy
     assert report["frames"] + lost == report["frames_expected"] == 12
     assert 0 < lost < 12  # some frames were damaged, and the frames after them were still read
     assert len(read_video(tmp_path / "out.mp4")) == report["frames"]
+
+
+# -- writers: what a person's player sees (lrnnet.runtime.writers) ----------------------------------
+
+
+def _read_back_pyav(path: Path) -> tuple[str, str, int, tuple[int, int]]:
+    """(codec, pixel format, decoded frames, (height, width)) through PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [frame for frame in container.decode(stream)]
+        return stream.codec_context.name, stream.codec_context.pix_fmt, len(frames), (frames[0].height,
+                                                                                       frames[0].width)
+
+
+def _read_back_opencv(path: Path) -> tuple[str, int, tuple[int, int]]:
+    """(fourcc, decoded frames, (height, width)) through OpenCV's own FFmpeg."""
+    capture = cv2.VideoCapture(str(path))
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("ascii", "replace")
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    return fourcc, len(frames), frames[0].shape[:2]
+
+
+def _write_frames(writer, frames) -> None:
+    for index, frame in enumerate(frames):
+        writer.write(frame, f"frame_{index:06d}")
+    writer.close()
+
+
+@pytest.mark.parametrize("size", [(64, 128), (63, 125)], ids=["even", "odd"])
+def test_h264_writer_reads_back_with_pyav_and_opencv(tmp_path, size):
+    from lrnnet.runtime.writers import open_video_writer
+
+    frames = street_frames(size, 7)
+    out = tmp_path / "out.mp4"
+    writer = open_video_writer(out, out, 17.0, size)
+    _write_frames(writer, frames)
+    encoded = (size[0] + size[0] % 2, size[1] + size[1] % 2)
+    assert _read_back_pyav(out) == ("h264", "yuv420p", 7, encoded)
+    fourcc, count, shape = _read_back_opencv(out)
+    assert (fourcc.lower() in ("h264", "avc1"), count, shape) == (True, 7, encoded)
+    info = writer.describe()
+    assert info["codec"] == "h264" and "libx264" in info["encoder"]
+    assert ("padded_to" in info) == (encoded != size)
+    # The picture survives: the first frame (minus the padding) is close to what went in.
+    import av
+
+    with av.open(str(out)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="bgr24")[: size[0], : size[1]]
+    assert np.abs(first.astype(int) - frames[0].astype(int)).mean() < 6
+
+
+def test_opencv_fallback_writes_mp4v_and_says_so(tmp_path):
+    from lrnnet.runtime.writers import open_video_writer
+
+    out = tmp_path / "out.mp4"
+    writer = open_video_writer(out, out, 17.0, (64, 128), prefer_h264=False)
+    _write_frames(writer, street_frames((64, 128), 5))
+    assert _read_back_pyav(out)[0] == "mpeg4" and _read_back_opencv(out)[1:] == (5, (64, 128))
+    assert writer.describe() == {"codec": "mpeg4", "encoder": "mp4v (OpenCV)"}
+
+
+def test_h264_writer_refuses_a_frame_of_another_size(tmp_path):
+    from lrnnet.runtime.writers import open_video_writer
+
+    out = tmp_path / "out.mp4"
+    writer = open_video_writer(out, out, 17.0, (64, 128))
+    with pytest.raises(ValueError, match="128x64"):
+        writer.write(np.zeros((32, 32, 3), np.uint8), "frame_000000")
+    writer.close()
+    writer.close()  # closing twice is harmless
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_h264_writer_raises_a_full_disk_as_enospc():
+    """The encoder's write errors surface from write() or close() as OSError ENOSPC (exit 2 at the CLI),
+    so the pipeline never commits a half-written video."""
+    import errno
+
+    from lrnnet.runtime.writers import open_video_writer
+
+    writer = open_video_writer(Path("/dev/full"), Path("out.mp4"), 17.0, (64, 128))
+    rng = np.random.default_rng(0)
+    with pytest.raises(OSError) as failure:
+        for index in range(30):
+            writer.write(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8), f"frame_{index:06d}")
+        writer.close()
+    assert failure.value.errno == errno.ENOSPC
+
+
+def test_pipeline_reports_the_encoder(synthetic_video, tmp_path):
+    from lrnnet.runtime.video import format_report
+
+    report = run_video(ConvRunner(), synthetic_video, tmp_path / "out.mp4")
+    assert report["output_codec"] == "h264" and "libx264" in report["output_encoder"]
+    assert "h264 (libx264 via PyAV)" in format_report(report).splitlines()[0]
+    assert _read_back_pyav(tmp_path / "out.mp4")[0] == "h264"
