@@ -36,9 +36,11 @@ def build_parser() -> Parser:
                         help="FP16: keep float32 inputs/outputs (casts inside the graph)")
     calib = parser.add_argument_group("INT8 calibration")
     calib.add_argument("--calib-data", type=Path, default=None,
-                       help="Cityscapes root; images from leftImg8bit/train")
+                       help="what to calibrate on: a Cityscapes root (images from leftImg8bit/train, spread "
+                            "across cities), any folder of images (searched recursively), or a video file "
+                            "(frames spread evenly over it)")
     calib.add_argument("--calib-images", type=positive_int, default=DEFAULT_CALIB_IMAGES,
-                       help="number of training images, a deterministic subset spread across cities")
+                       help="number of calibration images (or video frames), a deterministic, evenly spread subset")
     calib.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD,
                        help="how activation ranges are chosen from the calibration images")
     calib.add_argument("--calib-cache", type=Path, default=None,

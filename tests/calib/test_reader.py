@@ -1,11 +1,20 @@
-"""The calibration reader: a deterministic subset across cities, streamed through THE preprocess function."""
+"""The calibration reader: Cityscapes, any image folder, or a video; streamed through THE preprocess function."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import cv2
 import numpy as np
 import pytest
 
-from lrnnet.calib.reader import CityscapesCalibrationReader, calibration_digest, select_calibration_samples
+from lrnnet.calib.reader import CalibrationReader, open_calibration_set
 from lrnnet.data.cityscapes import read_image
 from lrnnet.data.preprocess import preprocess, resize_frame
 from lrnnet.errors import InputError
@@ -14,45 +23,193 @@ from lrnnet.export.metadata import LAYOUT_NHWC_UINT8_BGR, ModelInfo
 INFO = ModelInfo(input_height=64, input_width=128, stride=8)
 
 
-def test_subset_is_deterministic_and_alternates_cities(synthetic_root):
-    chosen = select_calibration_samples(synthetic_root, 4)
-    assert chosen == select_calibration_samples(synthetic_root, 4)
-    assert chosen[0].city != chosen[1].city
-    assert all("/train/" in s.image_path.as_posix() for s in chosen)
-    assert calibration_digest(chosen, synthetic_root) == calibration_digest(chosen, synthetic_root)
-    assert calibration_digest(chosen, synthetic_root) != calibration_digest(chosen[:3], synthetic_root)
+def _all_video_frames(path) -> list[np.ndarray]:
+    """The oracle for video sampling: every frame, decoded in order by OpenCV."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def test_cityscapes_subset_is_deterministic_alternates_cities_and_uses_train(synthetic_root):
+    chosen = open_calibration_set(synthetic_root, 4)
+    assert chosen.kind == "cityscapes" and len(chosen) == 4
+    assert chosen == open_calibration_set(synthetic_root, 4)
+    assert chosen.images[0].parent.name != chosen.images[1].parent.name
+    assert all("/leftImg8bit/train/" in p.as_posix() for p in chosen.images)
+    assert chosen.digest() == open_calibration_set(synthetic_root, 4).digest()
+    assert chosen.digest() != open_calibration_set(synthetic_root, 3).digest()
 
 
 def test_reader_streams_preprocessed_images_one_at_a_time(synthetic_root):
-    samples = select_calibration_samples(synthetic_root, 3)
-    reader = CityscapesCalibrationReader(samples, INFO, "input")
+    chosen = open_calibration_set(synthetic_root, 3)
+    reader = CalibrationReader(chosen, INFO, "input")
     assert len(reader) == 3 and reader.images_read == 0  # nothing read up front
     first = reader.get_next()
     assert reader.images_read == 1
-    np.testing.assert_array_equal(first["input"], preprocess(read_image(samples[0].image_path), (64, 128)))
+    np.testing.assert_array_equal(first["input"], preprocess(read_image(chosen.images[0]), (64, 128)))
     assert reader.get_next() is not None and reader.get_next() is not None and reader.get_next() is None
-    reader.set_range(1, 2)  # ONNX Runtime's chunked calibration
-    np.testing.assert_array_equal(reader.get_next()["input"], preprocess(read_image(samples[1].image_path), (64, 128)))
+    reader.set_range(1, 2)  # ONNX Runtime's chunked calibration, here going back
+    np.testing.assert_array_equal(reader.get_next()["input"], preprocess(read_image(chosen.images[1]), (64, 128)))
     assert reader.get_next() is None
 
 
 def test_reader_feeds_uint8_when_the_graph_preprocesses(synthetic_root):
     info = ModelInfo(input_height=64, input_width=128, stride=8, input_layout=LAYOUT_NHWC_UINT8_BGR,
                      preprocess_in_graph=True)
-    samples = select_calibration_samples(synthetic_root, 1)
-    batch = CityscapesCalibrationReader(samples, info, "input").get_next()["input"]
+    chosen = open_calibration_set(synthetic_root, 1)
+    batch = CalibrationReader(chosen, info, "input").get_next()["input"]
     assert batch.dtype == np.uint8 and batch.shape == (1, 64, 128, 3)
-    np.testing.assert_array_equal(batch[0], resize_frame(read_image(samples[0].image_path), (64, 128)))
+    np.testing.assert_array_equal(batch[0], resize_frame(read_image(chosen.images[0]), (64, 128)))
 
 
-def test_reader_batches(synthetic_root):
-    reader = CityscapesCalibrationReader(select_calibration_samples(synthetic_root, 5), INFO, "input", batch=2)
+def test_reader_batches_generator_and_array(synthetic_root):
+    reader = CalibrationReader(open_calibration_set(synthetic_root, 5), INFO, "input", batch=2)
     assert len(reader) == 2  # the fifth image does not fill a batch
-    assert reader.get_next()["input"].shape == (2, 3, 64, 128)
+    feeds = list(reader.batches())
+    assert [f["input"].shape for f in feeds] == [(2, 3, 64, 128)] * 2
+    array = reader.to_array()
+    assert array.shape == (4, 3, 64, 128)
+    np.testing.assert_array_equal(array, np.concatenate([f["input"] for f in feeds]))
 
 
-def test_empty_or_missing_calibration_folder(tmp_path):
-    with pytest.raises(InputError, match="no images for split 'train'"):
-        select_calibration_samples(tmp_path, 10)
-    with pytest.raises(InputError, match="does not exist"):
-        select_calibration_samples(tmp_path / "absent", 10)
+@pytest.fixture
+def image_folder(tmp_path, synthetic_root):
+    """Ten images of mixed formats in nested folders, plus things that are not images."""
+    folder = tmp_path / "photos"
+    sources = sorted(synthetic_root.glob("leftImg8bit/*/*/*.png"))[:10]
+    for i, source in enumerate(sources):
+        sub = folder / ("a" if i < 5 else "b/c")
+        sub.mkdir(parents=True, exist_ok=True)
+        image = read_image(source)
+        cv2.imwrite(str(sub / f"img_{i:02d}.{'jpg' if i % 2 else 'png'}"), image)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".thumbs").mkdir()
+    cv2.imwrite(str(folder / ".thumbs" / "hidden.png"), read_image(sources[0]))
+    return folder
+
+
+def test_any_image_folder_recursive_and_evenly_spread(image_folder):
+    every = open_calibration_set(image_folder, 100)
+    assert every.kind == "images" and len(every) == 10 and every.available == 10
+    assert not any(".thumbs" in p.as_posix() or p.suffix == ".txt" for p in every.images)
+    assert [p.relative_to(image_folder).as_posix() for p in every.images][:2] == ["a/img_00.png", "a/img_01.jpg"]
+    chosen = open_calibration_set(image_folder, 4)
+    assert [p.name for p in chosen.images] == ["img_01.jpg", "img_03.jpg", "img_06.png", "img_08.png"]
+    assert chosen == open_calibration_set(image_folder, 4) and chosen.digest() != every.digest()
+    reader = CalibrationReader(chosen, INFO, "input")
+    got = [feed["input"] for feed in reader.batches()]
+    for array, path in zip(got, chosen.images, strict=True):
+        np.testing.assert_array_equal(array, preprocess(read_image(path), (64, 128)))
+
+
+def test_video_frames_are_sampled_evenly_and_match_a_full_decode(synthetic_video):
+    chosen = open_calibration_set(synthetic_video, 4)
+    assert chosen.kind == "video" and chosen.available == 12 and chosen.frame_indices == (1, 4, 7, 10)
+    oracle = _all_video_frames(synthetic_video)
+    reader = CalibrationReader(chosen, INFO, "input")
+    got = [feed["input"] for feed in reader.batches()]
+    assert len(got) == 4 and reader.images_read == 4
+    for array, index in zip(got, chosen.frame_indices, strict=True):
+        np.testing.assert_array_equal(array, preprocess(oracle[index], (64, 128)))
+    assert chosen.digest() == open_calibration_set(synthetic_video, 4).digest()
+    assert chosen.digest() != open_calibration_set(synthetic_video, 3).digest()
+
+
+def test_calibration_logs_time_per_image(synthetic_root):
+    from lrnnet.log import logger
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    collect, level, propagate = Collect(), logger.level, logger.propagate
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        reader = CalibrationReader(open_calibration_set(synthetic_root, 3), INFO, "input")
+        assert len(list(reader.batches())) == 3
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    lines = [line for line in collect.lines if "ms/image" in line]
+    assert len(lines) == 1 and lines[0].startswith("calibration: 3 images in ") and "at 64x128" in lines[0]
+
+
+@pytest.mark.parametrize("make, message", [
+    ("empty_folder", "has no images"),
+    ("missing", "does not exist"),
+    ("text_file", "is neither a folder"),
+    ("zero_frame_video", "has no frame that can be decoded"),
+    ("cityscapes_without_train", "no images for split 'train'"),
+])
+def test_bad_calibration_data(tmp_path, make, message):
+    target = tmp_path / "data"
+    if make == "empty_folder":
+        (target / "sub").mkdir(parents=True)
+        (target / "sub" / "readme.txt").write_text("no images here")
+    elif make == "text_file":
+        target = tmp_path / "data.csv"
+        target.write_text("a,b\n1,2\n")
+    elif make == "zero_frame_video":
+        target = tmp_path / "empty.mp4"
+        writer = cv2.VideoWriter(str(target), cv2.VideoWriter.fourcc(*"mp4v"), 10, (64, 32))
+        writer.release()  # a header, no frame
+        assert target.is_file()
+    elif make == "cityscapes_without_train":
+        (target / "leftImg8bit" / "val" / "city").mkdir(parents=True)
+    with pytest.raises(InputError, match=message) as caught:
+        open_calibration_set(target, 4)
+    assert "\n" not in str(caught.value)
+
+
+_RSS_PROBE = textwrap.dedent("""
+    import json, resource, sys
+    from lrnnet.calib.reader import CalibrationReader, open_calibration_set
+    from lrnnet.export.metadata import ModelInfo
+
+    info = ModelInfo(input_height=512, input_width=1024, stride=8)
+    reader = CalibrationReader(open_calibration_set(sys.argv[1], int(sys.argv[2])), info, "input")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    total = sum(float(feed["input"][0, 0, 0, 0]) for feed in reader.batches())
+    print(json.dumps({"images": reader.images_read, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "before_kib": before}))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["images", "video"])
+def test_memory_is_flat_in_the_number_of_images(tmp_path, synthetic_root, kind):
+    """Peak RSS of a process reading 32 images at 512x1024 (6 MiB each as float32) vs 4: within 1.3x.
+
+    Holding the 32 preprocessed images would add 192 MiB to a ~150 MiB process, far past 1.3x.
+    """
+    from lrnnet.data.synthetic import write_synthetic_video
+
+    if kind == "video":
+        data = write_synthetic_video(tmp_path / "long.mp4", size=(128, 256), frames=40)
+    else:
+        data = tmp_path / "photos"
+        data.mkdir()
+        for i, path in enumerate(sorted(synthetic_root.glob("leftImg8bit/*/*/*.png")) * 3):
+            shutil.copy(path, data / f"{i:03d}.png")
+
+    def peak(count: int) -> dict:
+        out = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(data), str(count)], check=True,
+                             capture_output=True, text=True, env={**os.environ, "LRNNET_NO_PROGRESS": "1"})
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    small, large = peak(4), peak(32)
+    assert small["images"] == 4 and large["images"] == 32
+    assert large["peak_kib"] <= 1.3 * small["peak_kib"], (small, large)
