@@ -87,7 +87,7 @@ def read_cache(path: str | Path, key: CalibrationKey) -> CalibrationCache | None
         cache = CalibrationCache(key=CalibrationKey(**raw["key"]), digest=raw["digest"],
                                  images_used=int(raw["images_used"]), root=raw.get("root", ""),
                                  ort_tensors_data=raw["ort_tensors_data"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: JSON, not an object
         raise InputError(f"{path} is not an lrnnet calibration cache ({type(exc).__name__}: {exc}); "
                          "delete it or pass another --calib-cache") from exc
     if cache.key != key:

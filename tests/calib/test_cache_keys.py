@@ -1,0 +1,150 @@
+"""Calibration cache files and keys without a quantization: what matches, what is refused, what is written.
+
+Fast companions of test_cache_gates.py (which quantizes real models): these pin each branch of
+lrnnet.calib.cache so that a mutation of it fails a test within a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+
+import pytest
+
+from lrnnet.calib.cache import (
+    CACHE_FORMAT,
+    CalibrationCache,
+    CalibrationKey,
+    read_cache,
+    trt_calibration_table,
+    trt_table_path,
+    write_cache,
+)
+from lrnnet.errors import InputError
+
+KEY = CalibrationKey(source_sha256="ab" * 32, method="percentile", images=4, percentile=99.999)
+# ONNX Runtime's save_tensors_data layout: numpy values as {"CLS": "numpy.array", "data": [...], "dtype": ...}.
+RANGES = {"data": {
+    "conv1_out": {"lowest": {"CLS": "numpy.array", "data": [-2.5], "dtype": "float32"},
+                  "highest": {"CLS": "numpy.array", "data": [1.25], "dtype": "float32"}},
+    "relu_out": {"lowest": 0.0, "highest": [[6.35]]},
+    "dead_out": {"lowest": 0.0, "highest": 0.0},
+    "empty_out": {"lowest": [], "highest": {"data": []}},
+}}
+
+
+def _cache(key: CalibrationKey = KEY) -> CalibrationCache:
+    return CalibrationCache(key=key, digest="cd" * 32, images_used=3, root="/data/cityscapes", ort_tensors_data=RANGES)
+
+
+@pytest.fixture
+def lrnnet_log(caplog):
+    caplog.set_level(logging.INFO, logger="lrnnet")
+    logger = logging.getLogger("lrnnet")
+    attach = not logger.propagate
+    if attach:
+        logger.addHandler(caplog.handler)
+    yield caplog
+    if attach:
+        logger.removeHandler(caplog.handler)
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "calib.json"
+    write_cache(path, _cache())
+    raw = json.loads(path.read_text())
+    assert raw["format"] == CACHE_FORMAT == "lrnnet-calibration-cache/1"
+    assert raw["key"] == {"source_sha256": "ab" * 32, "method": "percentile", "images": 4, "percentile": 99.999}
+    assert (raw["digest"], raw["images_used"], raw["root"]) == ("cd" * 32, 3, "/data/cityscapes")
+    assert read_cache(path, KEY) == _cache()
+    assert trt_table_path(path) == tmp_path / "calib.trt-calib.txt"
+    assert trt_table_path(path).read_text() == trt_calibration_table(_cache())
+
+
+def test_missing_cache_is_none(tmp_path):
+    assert read_cache(tmp_path / "none.json", KEY) is None
+
+
+@pytest.mark.parametrize("field, value, word", [
+    ("source_sha256", "ef" * 32, "model"),
+    ("method", "minmax", "method"),
+    ("images", 5, "images"),
+    ("percentile", 99.9, "percentile"),
+])
+def test_any_key_difference_is_a_miss_that_says_what_differs(tmp_path, lrnnet_log, field, value, word):
+    path = tmp_path / "calib.json"
+    write_cache(path, _cache())
+    lrnnet_log.clear()
+    assert read_cache(path, CalibrationKey(**{**KEY.__dict__, field: value})) is None
+    lines = [r.getMessage().replace(str(path), "<cache>") for r in lrnnet_log.records]
+    assert len(lines) == 1 and word in lines[0].lower() and "calibrat" in lines[0].lower(), lines
+    assert "<cache>" in lines[0]
+    others = {"model", "method", "images", "percentile"} - {word}
+    assert not any(other in lines[0].replace("<cache>", "") for other in others), lines  # only what differs
+
+
+def test_two_differences_are_both_named(tmp_path, lrnnet_log):
+    path = tmp_path / "calib.json"
+    write_cache(path, _cache())
+    lrnnet_log.clear()
+    assert read_cache(path, CalibrationKey(**{**KEY.__dict__, "source_sha256": "00" * 32, "images": 8})) is None
+    (line,) = [r.getMessage() for r in lrnnet_log.records]
+    assert "model" in line and "images" in line
+
+
+@pytest.mark.parametrize("content", [
+    "not json",
+    json.dumps({"format": "something-else/1"}),
+    json.dumps({"format": CACHE_FORMAT, "key": {"method": "minmax"}}),
+    json.dumps({"format": CACHE_FORMAT, "key": {**KEY.__dict__}, "digest": "x"}),
+    json.dumps({"format": CACHE_FORMAT, "key": {**KEY.__dict__}, "digest": "x", "images_used": "many",
+                "ort_tensors_data": {}}),
+    json.dumps(["a", "list"]),
+])
+def test_a_file_that_is_not_a_cache_is_bad_input(tmp_path, content):
+    path = tmp_path / "calib.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=rf"^{path} is not an lrnnet calibration cache .*--calib-cache$"):
+        read_cache(path, KEY)
+
+
+def test_root_is_optional_when_reading(tmp_path):
+    path = tmp_path / "calib.json"
+    raw = {"format": CACHE_FORMAT, "key": KEY.__dict__, "digest": "d", "images_used": 2, "ort_tensors_data": RANGES}
+    path.write_text(json.dumps(raw))
+    cache = read_cache(path, KEY)
+    assert cache is not None and cache.root == "" and cache.images_used == 2
+
+
+def test_amax_reads_every_layout():
+    assert _cache().amax() == {"conv1_out": 2.5, "relu_out": pytest.approx(6.35), "dead_out": 0.0, "empty_out": 0.0}
+    assert CalibrationCache(key=KEY, digest="", images_used=0, root="", ort_tensors_data={}).amax() == {}
+
+
+def _scale(hex_text: str) -> float:
+    return struct.unpack(">f", bytes.fromhex(hex_text))[0]
+
+
+def test_tensorrt_table_has_one_scale_per_tensor():
+    lines = trt_calibration_table(_cache()).splitlines()
+    assert lines[0] == "TRT-0-LegacyCalibration"
+    entries = dict(line.split(": ") for line in lines[1:])
+    assert list(entries) == ["conv1_out", "dead_out", "empty_out", "relu_out"]  # sorted
+    assert _scale(entries["conv1_out"]) == pytest.approx(2.5 / 127, rel=1e-6)
+    assert _scale(entries["relu_out"]) == pytest.approx(6.35 / 127, rel=1e-6)
+    assert _scale(entries["dead_out"]) == pytest.approx(1 / 127, rel=1e-6)  # never a zero scale
+    assert trt_calibration_table(_cache()).endswith("\n")
+
+
+@pytest.mark.parametrize("method, header", [("entropy", "EntropyCalibration2"), ("minmax", "MinMaxCalibration"),
+                                            ("percentile", "LegacyCalibration")])
+def test_tensorrt_table_header_names_the_algorithm(method, header):
+    cache = _cache(CalibrationKey(source_sha256="0", method=method, images=1))
+    assert trt_calibration_table(cache).splitlines()[0] == f"TRT-0-{header}"
+
+
+@pytest.mark.parametrize("version, number", [("10.3.0", "100300"), ("10.13.2", "101302"), ("11", "110000"),
+                                             ("8.6.1", "8601"), ("9.2", "9200")])
+def test_tensorrt_table_header_version(version, number):
+    assert trt_calibration_table(_cache(), trt_version=version).splitlines()[0] == f"TRT-{number}-LegacyCalibration"
