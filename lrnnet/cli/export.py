@@ -25,10 +25,11 @@ def build_parser() -> Parser:
                                            "'model_config': ...} as lrnnet-train writes it)")
     parser.add_argument("-o", "--output", default="lrnnet.onnx",
                         help="output ONNX file (lrnnet-build-engine reads lrnnet.onnx by default)")
-    parser.add_argument("--height", type=positive_int, default=512,
-                        help="input height; a multiple of the network's stride (8 for LRNNet)")
-    parser.add_argument("--width", type=positive_int, default=1024,
-                        help="input width; a multiple of the network's stride (8 for LRNNet)")
+    parser.add_argument("--height", type=positive_int, default=None,
+                        help="input height, a multiple of the network's stride (8 for LRNNet); default the "
+                             "checkpoint's validation size (lrnnet-train records it), else 512")
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help="input width, a multiple of 8; default the checkpoint's validation size, else 1024")
     parser.add_argument("--batch", type=positive_int, default=1, help="batch size of a static graph")
     parser.add_argument("--dynamic", action="store_true",
                         help="dynamic batch, height and width; any H and W that are multiples of the network's "
@@ -50,8 +51,11 @@ def build_parser() -> Parser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lrnnet.export.onnx import ExportOptions, export_checkpoint
+    from lrnnet.export.onnx import ExportOptions, default_export_size, export_checkpoint
 
+    if args.height is None or args.width is None:
+        default_height, default_width = default_export_size(args.checkpoint)
+        args.height, args.width = args.height or default_height, args.width or default_width
     options = ExportOptions(
         height=args.height, width=args.width, batch=args.batch, dynamic=args.dynamic, opset=args.opset,
         power_iterations=args.power_iterations, preprocess_in_graph=args.preprocess_in_graph,

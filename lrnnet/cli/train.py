@@ -90,7 +90,8 @@ def _body(args: argparse.Namespace) -> int:
     print(f"checkpoints: {result.best or '-'} {result.last}; log: {result.out / 'log.csv'}; "
           f"curves: {result.out / 'curves.png'}")
     checkpoint = result.best or result.last
-    print(f"next: lrnnet-export {checkpoint} -o lrnnet.onnx --height {size[0]} --width {size[1]}")
+    # The checkpoint records its sizes: lrnnet-export exports at the validation size by default.
+    print(f"next: lrnnet-export {checkpoint}      # -> lrnnet.onnx at {size[0]}x{size[1]}, the size it was validated at")
     return 0
 
 

@@ -299,4 +299,33 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], path: str | os.PathLik
     # No "Loading ..." line: it takes a fraction of a second, and a bad checkpoint's error then stays
     # the only line on stderr.
     model = load_checkpoint(checkpoint, map_location="cpu", **overrides)
+    warning = export_size_warning(checkpoint, options)
+    if warning:
+        logger.warning("%s", warning)
     return export_onnx_report(model, path, options)
+
+
+PAPER_EXPORT_SIZE = (512, 1024)  # the export size of a checkpoint that records none (the paper's input)
+
+
+def default_export_size(checkpoint: str | os.PathLike[str]) -> tuple[int, int]:
+    """The size a checkpoint was validated at (lrnnet-train records it), else 512x1024."""
+    from lrnnet.models.checkpoint import checkpoint_sizes
+
+    return checkpoint_sizes(checkpoint).get("val_size", PAPER_EXPORT_SIZE)
+
+
+def export_size_warning(checkpoint: str | os.PathLike[str], options: ExportOptions) -> str | None:
+    """One line when a static export's size is not the scale the checkpoint was trained at, else None.
+
+    A fully convolutional net runs at any size, but objects then appear at another scale than it
+    learned (at 4x the pixels, the demo's cars come out as rings).
+    """
+    from lrnnet.models.checkpoint import checkpoint_sizes
+
+    trained = checkpoint_sizes(checkpoint).get("train_size")
+    if trained is None or options.dynamic or options.size == trained:
+        return None
+    return (f"exporting at {options.height}x{options.width}, but {checkpoint} was trained at "
+            f"{trained[0]}x{trained[1]}: objects will appear at another scale than it learned "
+            f"(export with --height {trained[0]} --width {trained[1]} unless it is what you want)")

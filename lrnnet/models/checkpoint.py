@@ -21,7 +21,7 @@ from lrnnet._io import atomic_output
 from lrnnet.errors import InputError
 from lrnnet.models.lrnnet import LRNNet
 
-__all__ = ["build_model", "load_checkpoint", "save_checkpoint"]
+__all__ = ["SIZES_KEY", "build_model", "checkpoint_sizes", "load_checkpoint", "save_checkpoint"]
 
 _CLASSIFIER_WEIGHT = "classifier.weight"
 _SHOWN_KEYS = 3  # how many missing/unexpected keys an error message names
@@ -144,3 +144,27 @@ def _load_state_dict(model: LRNNet, state_dict: Mapping[str, torch.Tensor], path
             f"(config {model.config}): {'; '.join(mismatched[:_SHOWN_KEYS])}"
         )
     model.load_state_dict(state_dict)
+
+
+SIZES_KEY = "sizes"  # {"train_size": [h, w], "train_crop": [h, w], "val_size": [h, w]}, written by lrnnet-train
+
+
+def checkpoint_sizes(path: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
+    """The image sizes a checkpoint was trained and validated at, as (height, width); {} when it has none.
+
+    ``train_size`` is the scale the training scenes were resized to (crops are cut from it, so it is
+    the scale objects were learned at), ``val_size`` the size it was validated at: the size to
+    export at. Older lrnnet-train checkpoints have only ``input_size`` (both, by then).
+    """
+    obj = _read_torch_file(Path(path), "cpu")
+    if not isinstance(obj, Mapping):
+        return {}
+    sizes = obj.get(SIZES_KEY)
+    if not isinstance(sizes, Mapping):
+        legacy = obj.get("input_size")
+        sizes = {"train_size": legacy, "val_size": legacy} if legacy is not None else {}
+    found = {}
+    for name, value in sizes.items():
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+            found[str(name)] = (int(value[0]), int(value[1]))
+    return found

@@ -352,6 +352,8 @@ class _Run:
                         last_report=state.last_report,
                         rng=rng,
                         input_size=list(self.config.train_size),
+                        sizes={"train_size": list(self.config.train_size), "train_crop": list(self.config.train_crop),
+                               "val_size": list(self.config.train_size)},  # what lrnnet-export defaults to
                         train_config=self.config.to_dict(),
                         lrnnet_version=lrnnet.__version__)
 

@@ -62,7 +62,7 @@ def test_a_tiny_synthetic_run_end_to_end(tmp_path, capsys):
     status, stdout, err = _run(argv, capsys)
     assert status == 0, err
     assert "trained 2 of 2 steps" in stdout and f"lrnnet-export {out / 'best.pth'}" in stdout
-    assert "--height 32 --width 64" in stdout
+    assert "lrnnet.onnx at 32x64" in stdout
     for name in ("best.pth", "last.pth", "log.csv", "steps.csv", "curves.png", "summary.json", "config.json"):
         assert (out / name).is_file(), name
     assert len(list((out / "synthetic" / "leftImg8bit" / "train").rglob("*.png"))) == 4
