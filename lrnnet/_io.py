@@ -52,7 +52,7 @@ from lrnnet.errors import InputError
 
 __all__ = [
     "TEMP_MARK", "OutputSet", "atomic_output", "check_writable", "clean_stale_temps", "command_outputs",
-    "is_temp_name", "refuse_overwrite", "verify_for", "verify_image", "verify_json", "verify_video",
+    "is_temp_name", "keep_outputs", "preflight", "refuse_overwrite", "verify_for", "verify_image", "verify_json", "verify_video",
     "write_bytes_atomic", "write_json_atomic",
 ]
 
@@ -154,6 +154,21 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
     scope = _current_scope()
     if scope is not None:
         scope.watched.append(path)
+
+
+def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),
+              outputs: Iterable[str | os.PathLike[str] | None] = (),
+              folders: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """What every command calls first: no output is an input, and every output can be written.
+
+    `outputs` are files, `folders` are folder outputs (a labels folder, a predictions folder).
+    """
+    ins, outs, dirs = list(inputs), list(outputs), list(folders)
+    refuse_overwrite(ins, [*outs, *dirs])
+    for path in outs:
+        check_writable(path)
+    for path in dirs:
+        check_writable(path, directory=True)
 
 
 def refuse_overwrite(inputs: Iterable[str | os.PathLike[str] | None],
@@ -440,6 +455,19 @@ def command_outputs() -> Iterator[None]:
         for item in scope.committed:
             if item.backup is not None:
                 _remove(item.backup)
+
+
+def keep_outputs() -> None:
+    """Make what the running command committed so far final, even if it then fails.
+
+    For a command that fails *after* writing something useful and saying so (build-engine writes
+    the ONNX Runtime engine, then finds no TensorRT): its error message names the kept files.
+    """
+    for scope in _SCOPES:
+        for item in scope.committed:
+            if item.backup is not None:
+                _remove(item.backup)
+        scope.committed.clear()
 
 
 def _roll_back(committed: list[_Committed]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from lrnnet.errors import InputError
-from lrnnet.export.metadata import ModelInfo
+from lrnnet.export.metadata import ModelInfo, check_weights_digest
 from lrnnet.log import logger
 
 # torch.onnx (TorchScript exporter) names every node "/<module path>/<Op>_<k>". The decoder's
@@ -72,6 +72,7 @@ def load_source_onnx(path: str | Path) -> SourceModel:
         raise InputError(f"{path} is not a valid ONNX model (truncated or corrupt: "
                          f"{type(exc).__name__}); re-export it with lrnnet-export") from exc
     info = ModelInfo.from_onnx_model(model, str(path))
+    check_weights_digest(model, str(path))  # bytes flipped inside a weight: InputError naming the file
     if info.precision != "fp32":
         raise InputError(f"{path} is already a {info.precision} graph; build from the FP32 export "
                          "(the lrnnet-export output, lrnnet.onnx by default)")

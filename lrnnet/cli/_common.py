@@ -114,7 +114,11 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
         with _signals_unwind(), scope:
             return body(args) or 0
     except InputError as exc:
-        return _fail(prog, str(exc), EXIT_BAD_INPUT)
+        # An InputError that translated a library's failure (ONNX Runtime's "INVALID_PROTOBUF" when it
+        # could not write its file) while an output's disk is full: the disk is what to fix.
+        wrapped = exc.__cause__ is not None and not isinstance(exc.__cause__, (InputError, OSError))
+        disk_full = _disk_full_message() if wrapped else None
+        return _fail(prog, disk_full or str(exc), EXIT_BAD_INPUT)
     except OSError as exc:
         if exc.errno in _USER_OS_ERRORS or isinstance(exc, (FileNotFoundError, IsADirectoryError,
                                                              NotADirectoryError, PermissionError)):
@@ -178,6 +182,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def image_side(text: str) -> int:
+    """An image height or width (argparse type): positive and at most MAX_SIDE (the one size bound)."""
+    value = positive_int(text)
+    if value > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} is too large for an image side (at most {MAX_SIDE})")
     return value
 
 

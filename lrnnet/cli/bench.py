@@ -6,7 +6,15 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrnnet.cli._common import Parser, make_parser, non_negative_int, parse_size, positive_int, run_command
+from lrnnet.cli._common import (
+    Parser,
+    image_side,
+    make_parser,
+    non_negative_int,
+    parse_size,
+    positive_int,
+    run_command,
+)
 
 PROG = "lrnnet-bench"
 
@@ -24,9 +32,9 @@ def build_parser() -> Parser:
                         help="auto: by file type")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:N; onnxruntime also tensorrt (default: a GPU when there is one)")
-    parser.add_argument("--height", type=positive_int, default=None,
+    parser.add_argument("--height", type=image_side, default=None,
                         help="input height (default 512, or a static export's own size)")
-    parser.add_argument("--width", type=positive_int, default=None,
+    parser.add_argument("--width", type=image_side, default=None,
                         help="input width (default 1024, or a static export's own size)")
     parser.add_argument("--batch", type=positive_int, nargs="+", default=[1], metavar="N",
                         help="batch size(s); more than one is a sweep (needs a .pth or a --dynamic export)")
@@ -71,7 +79,7 @@ def _runner_options(args: argparse.Namespace, backend: str) -> dict:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import write_json_atomic
+    from lrnnet._io import preflight, write_json_atomic
     from lrnnet.errors import InputError
     from lrnnet.runtime.benchmark import SWEEP_SIZES, TABLE_HEADER, BenchmarkOptions, host_description, sweep
     from lrnnet.runtime.factory import backend_for_path, open_runner
@@ -83,6 +91,7 @@ def _body(args: argparse.Namespace) -> int:
         raise InputError("give either --height/--width or --sweep, not both")
     if not args.model.is_file():
         raise InputError(f"model file {args.model} does not exist")
+    preflight(inputs=[args.model], outputs=[args.json])
     backend = backend_for_path(args.model) if args.backend == "auto" else args.backend
     sizes = (args.sweep or list(SWEEP_SIZES)) if args.sweep is not None else \
         [None if args.height is None else (args.height, args.width)]

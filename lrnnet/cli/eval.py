@@ -59,7 +59,7 @@ def _runner_options(model: Path, args: argparse.Namespace) -> dict:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import write_json_atomic
+    from lrnnet._io import preflight, write_json_atomic
     from lrnnet.data import CityscapesDataset
     from lrnnet.errors import InputError
     from lrnnet.eval import (
@@ -73,6 +73,7 @@ def _body(args: argparse.Namespace) -> int:
     )
 
     models: list[Path] = list(args.compare) if args.compare else [args.model]
+    preflight(inputs=[*models, args.data], outputs=[args.json], folders=[args.save_predictions])
     several = args.compare is not None
     if several and len(models) < 2:
         raise InputError("--compare needs at least two models (the first is the reference)")

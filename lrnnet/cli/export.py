@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from lrnnet.cli._common import Parser, make_parser, non_negative_int, positive_int, run_command
+from lrnnet.cli._common import Parser, image_side, make_parser, non_negative_int, positive_int, run_command
 
 PROG = "lrnnet-export"
 
@@ -25,10 +25,10 @@ def build_parser() -> Parser:
                                            "'model_config': ...} as lrnnet-train writes it)")
     parser.add_argument("-o", "--output", default="lrnnet.onnx",
                         help="output ONNX file (lrnnet-build-engine reads lrnnet.onnx by default)")
-    parser.add_argument("--height", type=positive_int, default=None,
+    parser.add_argument("--height", type=image_side, default=None,
                         help="input height, a multiple of the network's stride (8 for LRNNet); default the "
                              "checkpoint's validation size (lrnnet-train records it), else 512")
-    parser.add_argument("--width", type=positive_int, default=None,
+    parser.add_argument("--width", type=image_side, default=None,
                         help="input width, a multiple of 8; default the checkpoint's validation size, else 1024")
     parser.add_argument("--batch", type=positive_int, default=1, help="batch size of a static graph")
     parser.add_argument("--dynamic", action="store_true",
@@ -51,7 +51,10 @@ def build_parser() -> Parser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lrnnet._io import preflight
     from lrnnet.export.onnx import ExportOptions, default_export_size, export_checkpoint
+
+    preflight(inputs=[args.checkpoint], outputs=[args.output])
 
     if args.height is None or args.width is None:
         default_height, default_width = default_export_size(args.checkpoint)

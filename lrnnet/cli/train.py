@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
+from lrnnet.cli._common import Parser, finite_float, make_parser, parse_size, positive_int, run_command
 
 PROG = "lrnnet-train"
 
@@ -37,7 +37,7 @@ def build_parser() -> Parser:
                            "(default: 512x1024 as the paper, 128x256 with --synthetic)")
     data.add_argument("--crop", type=parse_size, metavar="HxW", help="training crop after random scaling "
                                                                       "(default: --size)")
-    data.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"),
+    data.add_argument("--scale-range", type=finite_float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"),
                       help="random scale range")
     data.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     data.add_argument("--workers", type=int, default=0, metavar="N",
@@ -52,8 +52,8 @@ def build_parser() -> Parser:
     length.add_argument("--iters", type=positive_int, metavar="N", help="total iterations instead of --epochs")
     schedule.add_argument("--batch", type=positive_int, default=8, metavar="N", help="images per iteration")
     schedule.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    schedule.add_argument("--lr", type=float, default=5e-4, help="initial learning rate (poly decay, power 0.9)")
-    schedule.add_argument("--weight-decay", type=float, default=1e-4)
+    schedule.add_argument("--lr", type=finite_float, default=5e-4, help="initial learning rate (poly decay, power 0.9)")
+    schedule.add_argument("--weight-decay", type=finite_float, default=1e-4)
     schedule.add_argument("--val-every", type=positive_int, default=1, metavar="N",
                           help="validate every N epochs (and after the last)")
 

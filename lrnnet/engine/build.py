@@ -18,6 +18,7 @@ from pathlib import Path
 
 import onnx
 
+from lrnnet._io import keep_outputs, preflight
 from lrnnet.calib.graph import SourceModel, load_source_onnx
 from lrnnet.calib.int8 import CalibrationRecord, Int8Options
 from lrnnet.engine.device import GpuInfo, current_gpu, tensorrt_version
@@ -27,7 +28,7 @@ from lrnnet.engine.onnxruntime_builder import (
     optimize_for_onnxruntime,
 )
 from lrnnet.engine.profile import InputProfile, input_profile
-from lrnnet.engine.sidecar import ENGINE_PREFIX, EngineSidecar, write_sidecar
+from lrnnet.engine.sidecar import ENGINE_PREFIX, EngineSidecar, sidecar_path, write_sidecar
 from lrnnet.engine.tensorrt_builder import TensorRTOptions
 from lrnnet.errors import InputError, MissingDependencyError
 from lrnnet.export.metadata import ModelInfo
@@ -115,8 +116,9 @@ def _engine_path(options: BuildOptions, backend: str) -> Path:
     if backend == "tensorrt" and path.suffix == ".onnx":
         raise InputError(f"a TensorRT engine is not an .onnx file (that name is for its precision graph); "
                          f"use -o {path.with_suffix('.engine')}")
-    if path.resolve() == options.onnx.resolve():
-        raise InputError(f"the output {path} would overwrite the source ONNX; choose another -o")
+    outputs = [path, sidecar_path(path)] + ([path.with_suffix(".onnx"), sidecar_path(path.with_suffix(".onnx"))]
+                                            if backend == "tensorrt" else [])
+    preflight(inputs=[options.onnx, options.calib_cache], outputs=outputs)  # before any work (lrnnet._io)
     return path
 
 
@@ -166,6 +168,7 @@ def build_engine(options: BuildOptions) -> BuildResult:
                            time.perf_counter() - start)
 
     if gpu is None or tensorrt_version() is None:
+        keep_outputs()  # the error names the ONNX Runtime engine as usable: it stays (lrnnet._io)
         raise MissingDependencyError(
             f"wrote the {options.precision} ONNX Runtime engine {onnx_engine}, but cannot build a TensorRT engine: "
             f"{reason}; install it with: {TENSORRT_INSTALL}; meanwhile run it with: "

@@ -17,6 +17,7 @@ API for the runners (small on purpose):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Collection
@@ -53,11 +54,11 @@ class EngineSidecar:
     optimization: str | None = None  # e.g. ONNX Runtime graph optimisation level, TensorRT builder level
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     lrnnet_version: str = lrnnet.__version__
+    engine_sha256: str | None = None  # of the engine file itself, set by write_sidecar, checked by read_sidecar
 
     @property
     def info(self) -> ModelInfo:
-        known = {f.name for f in dataclasses.fields(ModelInfo)}
-        return ModelInfo(**{k: v for k, v in self.model_info.items() if k in known})
+        return ModelInfo.from_dict(dict(self.model_info), "engine sidecar")  # the one schema (export.metadata)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": SIDECAR_FORMAT, **dataclasses.asdict(self)}
@@ -82,8 +83,17 @@ def sidecar_path(engine: str | Path) -> Path:
 
 def write_sidecar(engine: str | Path, sidecar: EngineSidecar) -> Path:
     path = sidecar_path(engine)
+    sidecar = dataclasses.replace(sidecar, engine_sha256=file_sha256(Path(engine)))
     write_json_atomic(path, sidecar.to_dict())
     return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_sidecar(engine: str | Path) -> EngineSidecar:
@@ -97,7 +107,13 @@ def read_sidecar(engine: str | Path) -> EngineSidecar:
         raise InputError(f"cannot read engine sidecar {path} ({type(exc).__name__}); rebuild the engine") from exc
     if not isinstance(data, dict):
         raise InputError(f"{path} is not an lrnnet engine sidecar; rebuild the engine")
-    return EngineSidecar.from_dict(data, str(path))
+    sidecar = EngineSidecar.from_dict(data, str(path))
+    # Integrity (lrnnet._io, README Errors): bytes flipped inside the engine are refused here.
+    if sidecar.engine_sha256 is not None and Path(engine).is_file() and \
+            file_sha256(Path(engine)) != sidecar.engine_sha256:
+        raise InputError(f"{engine} is corrupt: it does not match the SHA-256 its sidecar {path.name} recorded "
+                         "when it was built (damaged on disk or in transfer); rebuild it with lrnnet-build-engine")
+    return sidecar
 
 
 def check_sidecar_compatible(sidecar: EngineSidecar, trt_version: str | None, gpu_name: str | None,

@@ -170,19 +170,25 @@ def evaluate(runner: _Predictor, dataset: Any, *, batch_size: int = 1, limit: in
     info = runner.info
     num_classes = int(getattr(info, "num_classes", NUM_CLASSES))
     class_names = tuple(getattr(info, "class_names", CLASS_NAMES))
-    if save_predictions is not None and num_classes != NUM_CLASSES:
-        raise InputError(f"--save-predictions writes Cityscapes labelIds and needs the {NUM_CLASSES} Cityscapes "
-                         f"classes; this model has {num_classes}")
+    data_classes = int(getattr(dataset, "num_classes", NUM_CLASSES))
+    if num_classes != data_classes:  # a score over mismatched classes is silently wrong: refuse it
+        raise InputError(f"{getattr(runner, 'name', None) or 'the model'} predicts {num_classes} classes but the "
+                         f"dataset is labelled with {data_classes} (Cityscapes trainIds); evaluate a model trained "
+                         "on these classes")
     confusion = ConfusionMatrix(num_classes)
     items = itertools.islice(iter(dataset), total)  # stop reading files at the limit
     start = time.perf_counter()
     images = 0
     bar = progress(_batches(items, batch_size), desc=desc, total=-(-total // batch_size), unit="batch")
     for batch in bar:
-        for _, labels, sample in batch:
+        for image, labels, sample in batch:
             if labels is None:
                 raise InputError(f"{sample.image_path} has no ground truth; evaluation needs a labelled split "
                                  "(train or val)")
+            if labels.shape[:2] != image.shape[:2]:  # resizing predictions to it would score the wrong pixels
+                raise InputError(f"label image {sample.label_path or sample.image_path} is "
+                                 f"{labels.shape[1]}x{labels.shape[0]} but its image {sample.image_path.name} is "
+                                 f"{image.shape[1]}x{image.shape[0]}; the ground truth must match its image")
         predictions = runner.predict([image for image, _, _ in batch])
         for prediction, (_, labels, sample) in zip(predictions, batch):
             assert labels is not None  # checked above; narrows the type

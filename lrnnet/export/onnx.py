@@ -30,7 +30,7 @@ from lrnnet._io import write_bytes_atomic
 from lrnnet.data.labels import CLASS_NAMES, PALETTE_RGB
 from lrnnet.errors import InputError
 from lrnnet.export.checks import check_graph, declare_output_shape
-from lrnnet.export.metadata import ModelInfo
+from lrnnet.export.metadata import ModelInfo, stamp_weights_digest
 from lrnnet.export.verify import Tolerance, VerificationReport, verify_onnx
 from lrnnet.export.wrapper import DeployWrapper
 from lrnnet.log import logger, timed_step
@@ -266,6 +266,7 @@ def export_onnx_report(model: Any, path: str | os.PathLike[str], options: Export
         output_shape = [options.batch, *([] if options.argmax else [info.num_classes]), options.height, options.width]
     declare_output_shape(graph, output_shape)
     counts = check_graph(graph, output_shape)
+    stamp_weights_digest(graph)  # last, over the weights as written (lrnnet.export.metadata)
     data = graph.SerializeToString()
 
     verification = None

@@ -4,10 +4,15 @@ Checkpoint format (what ``lrnnet-train`` writes, and ``save_checkpoint``):
 ``{"model": state_dict, "model_config": LRNNet.config, ...any extra keys}``.
 ``load_checkpoint`` also takes a plain state dict; without a config it infers ``num_classes``
 from the classifier's weight and uses the defaults for the rest.
+
+Integrity: ``save_checkpoint`` stores ``"weights_sha256"``, a SHA-256 over the state dict's names,
+dtypes, shapes and bytes; ``load_checkpoint`` recomputes it and refuses a mismatch (bytes flipped
+inside a weight). A foreign checkpoint without one is accepted with a one-line note.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
@@ -19,9 +24,13 @@ import torch
 
 from lrnnet._io import atomic_output
 from lrnnet.errors import InputError
+from lrnnet.log import logger
 from lrnnet.models.lrnnet import LRNNet
 
-__all__ = ["SIZES_KEY", "build_model", "checkpoint_sizes", "load_checkpoint", "save_checkpoint"]
+__all__ = ["DIGEST_KEY", "SIZES_KEY", "build_model", "checkpoint_sizes", "load_checkpoint", "save_checkpoint",
+           "weights_digest"]
+
+DIGEST_KEY = "weights_sha256"
 
 _CLASSIFIER_WEIGHT = "classifier.weight"
 _SHOWN_KEYS = 3  # how many missing/unexpected keys an error message names
@@ -41,10 +50,12 @@ def build_model(config: Mapping[str, Any]) -> LRNNet:
 
 def save_checkpoint(path: str | os.PathLike[str], model: LRNNet, **extra: Any) -> None:
     """Write ``{"model": state_dict, "model_config": model.config, **extra}`` to ``path`` atomically."""
-    reserved = {"model", "model_config"} & extra.keys()
+    reserved = {"model", "model_config", DIGEST_KEY} & extra.keys()
     if reserved:
         raise ValueError(f"extra keys {sorted(reserved)} are reserved for the model itself")
-    payload = {"model": model.state_dict(), "model_config": dict(model.config), **extra}
+    state_dict = model.state_dict()
+    payload = {"model": state_dict, "model_config": dict(model.config), DIGEST_KEY: weights_digest(state_dict),
+               **extra}
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
@@ -62,6 +73,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", **o
         config = {"num_classes": _infer_num_classes(state_dict, path)}
     model = build_model({**config, **overrides})
     _load_state_dict(model, state_dict, path)
+    _check_digest(obj, state_dict, path)  # after the shape checks: a foreign file's note only when it loads
     return model.eval()
 
 
@@ -110,6 +122,26 @@ def _split_checkpoint(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], di
             f"e.g. {not_tensors[:_SHOWN_KEYS]}"
         )
     return dict(state_dict), (dict(config) if config is not None else None)
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict: every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _check_digest(obj: Any, state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    recorded = obj.get(DIGEST_KEY) if isinstance(obj, Mapping) and "model" in obj else None
+    if recorded is None:
+        logger.info("%s carries no weights digest (not written by lrnnet): its integrity is not checked", path)
+        return
+    if not isinstance(recorded, str) or recorded != weights_digest(state_dict):
+        raise InputError(f"{path} is corrupt: its weights do not match the SHA-256 recorded when it was saved "
+                         "(damaged on disk or in transfer); use another copy or retrain")
 
 
 def _infer_num_classes(state_dict: Mapping[str, torch.Tensor], path: Path) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 
 from lrnnet.data.preprocess import preprocess_batch, resize_frame
 from lrnnet.errors import InputError
-from lrnnet.export.metadata import LAYOUT_NCHW_FLOAT, LAYOUT_NHWC_UINT8_BGR, ModelInfo
+from lrnnet.export.metadata import ModelInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is Python 3.11+
@@ -204,17 +204,7 @@ class Runner(abc.ABC):
 
 
 def check_model_info(info: ModelInfo, source: str) -> None:
-    """Reject metadata that cannot describe a segmentation model (what an image -> label map needs)."""
+    """Reject metadata that cannot describe a segmentation model: the one schema, ModelInfo.validate."""
     if not isinstance(info, ModelInfo):
         raise InputError(f"{source}: expected ModelInfo metadata, got {type(info).__name__}")
-    if info.num_classes < 1 or len(info.class_names) != info.num_classes:
-        raise InputError(f"{source}: metadata says {info.num_classes} classes but names {len(info.class_names)}")
-    if len(info.palette) < info.num_classes:
-        raise InputError(f"{source}: the palette has {len(info.palette)} colours for {info.num_classes} classes")
-    if info.input_height <= 0 or info.input_width <= 0:
-        raise InputError(f"{source}: bad input size {info.input_height}x{info.input_width} in the metadata")
-    if info.input_layout not in (LAYOUT_NCHW_FLOAT, LAYOUT_NHWC_UINT8_BGR):
-        raise InputError(f"{source}: unknown input layout {info.input_layout!r}")
-    if info.preprocess_in_graph != (info.input_layout == LAYOUT_NHWC_UINT8_BGR):
-        raise InputError(f"{source}: metadata is inconsistent: preprocess_in_graph={info.preprocess_in_graph} "
-                         f"with input layout {info.input_layout!r}")
+    info.validate(source)
