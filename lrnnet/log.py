@@ -19,6 +19,17 @@ T = TypeVar("T")
 _progress_enabled = os.environ.get("LRNNET_NO_PROGRESS", "") in ("", "0")
 
 
+def _bars_shown() -> bool:
+    """Bars only on a terminal: in a file or a pipe their carriage returns make the log unreadable,
+    and each stage logs its own line anyway (tqdm's disable=None, decided per bar: stderr may change)."""
+    if not _progress_enabled:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to the sys.stderr of the moment, not of setup time (pytest's capture swaps it per test)."""
 
@@ -48,14 +59,14 @@ def set_progress(enabled: bool) -> None:
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """A tqdm bar on stderr, unless progress is turned off."""
-    yield from tqdm(iterable, desc=desc, total=total, unit=unit, disable=not _progress_enabled,
+    """A tqdm bar on stderr when it is a terminal, unless progress is turned off."""
+    yield from tqdm(iterable, desc=desc, total=total, unit=unit, disable=not _bars_shown(),
                     dynamic_ncols=True, leave=False)
 
 
 def progress_bar(desc: str, total: int | None = None, unit: str = "it") -> tqdm:
     """A manually updated bar (for loops that are not a single iterable, such as the video pipeline)."""
-    return tqdm(desc=desc, total=total, unit=unit, disable=not _progress_enabled, dynamic_ncols=True, leave=False)
+    return tqdm(desc=desc, total=total, unit=unit, disable=not _bars_shown(), dynamic_ncols=True, leave=False)
 
 
 @contextlib.contextmanager

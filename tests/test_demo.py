@@ -1,6 +1,8 @@
 """The README's first command, end to end at a tiny size: every artifact is made and reads back."""
 
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +13,16 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
+    """Through a pipe, as `make demo > demo.log 2>&1` runs it: progress on (no --no-progress), yet no bar."""
     work = tmp_path / "demo"
-    result = subprocess.run([str(Path(sys.executable).parent / "lrnnet-demo"), "--workdir", str(work), "--quick",
-                             "--no-progress"], check=False, capture_output=True, text=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k != "LRNNET_NO_PROGRESS"}
+    result = subprocess.run([str(Path(sys.executable).parent / "lrnnet-demo"), "--workdir", str(work), "--quick"],
+                            check=False, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Demo finished" in result.stdout
+    assert any(line.startswith("== Demo finished in") for line in result.stdout.splitlines())
+    assert "\r" not in result.stdout + result.stderr, "a progress bar wrote carriage returns into a pipe"
+    assert "1 threads" not in result.stdout + result.stderr
+    assert result.stderr.count("threads: torch ") == 1  # the thread plan, said once
 
     accuracy = json.loads((work / "accuracy.json").read_text())
     assert [r["precision"] for r in accuracy["reports"]] == ["fp32", "fp32", "fp16", "int8"]
@@ -25,6 +32,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert latency["frames"] == 6 and latency["precision"] == "int8"
     capture = cv2.VideoCapture(str(work / "street_seg.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    assert latency["output_codec"] == "h264"  # what a browser plays
 
     preview = cv2.imread(str(work / "preview.png"))
     frame = cv2.imread(str(next((work / "cityscapes" / "leftImg8bit" / "val").glob("*/*.png"))))
@@ -54,3 +62,41 @@ def test_demo_on_a_given_cityscapes_tree_uses_its_demo_video(tmp_path):
     latency = json.loads((work / "latency.json").read_text())
     assert latency["source_type"] == "images" and latency["frames"] == 6  # --quick caps the video at 6 frames
     assert not (work / "cityscapes").exists() and not (work / "street.mp4").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    from lrnnet import log
+
+    monkeypatch.setattr(log, "_progress_enabled", True)
+    for stream, bar_expected in ((_Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert list(log.progress(range(3), desc="Working", total=3)) == [0, 1, 2]
+        bar = log.progress_bar("Working", total=2)
+        bar.update(2)
+        bar.close()
+        assert ("\r" in stream.getvalue()) == bar_expected, stream.getvalue()
+    monkeypatch.setattr(log, "_progress_enabled", False)  # --no-progress / LRNNET_NO_PROGRESS=1 win on a terminal
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert list(log.progress(range(3), desc="Working")) == [0, 1, 2]
+    assert terminal.getvalue() == ""
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "export", "build_engine", "eval", "infer", "bench"])
+def test_help_says_each_default_once(command, capsys):
+    """--help of every command: no '(default: None)', no flag's '(default: False)', no default said twice."""
+    import importlib
+    import re
+
+    module = importlib.import_module(f"lrnnet.cli.{command}")
+    assert module.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text and "(default: True)" not in text
+    options = re.split(r" (?=-{1,2}[a-z])", text)  # roughly one chunk per option
+    twice = [chunk for chunk in options if chunk.count("default") > 1 and "(default: " in chunk]
+    assert not twice, twice

@@ -35,8 +35,26 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Says a default once, as a user types it: none when the help already says it, the option has no
+    value (a flag) or no default (None); sizes as 512x1024, lists as `0.75 1.5`."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or isinstance(default, bool) or default is argparse.SUPPRESS
+                or not action.option_strings or action.nargs == 0):
+            return text
+        if isinstance(default, (tuple, list)):
+            shown = "x".join(map(str, default)) if action.type is not None and \
+                getattr(action.type, "__name__", "") == "parse_size" else " ".join(map(str, default))
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def make_parser(prog: str, description: str) -> Parser:
-    parser = Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     return parser

@@ -12,16 +12,21 @@ PROG = "lrnnet-demo"
 
 
 def build_parser() -> Parser:
+    from lrnnet.demo import DemoOptions
+
+    defaults = DemoOptions()
     parser = make_parser(PROG, "Run lrnnet end to end: with no Cityscapes given, generate synthetic street scenes, "
                                "train briefly, export, build FP16 and INT8 engines, evaluate them side by side, "
                                "segment a street video and benchmark; each step prints the command it runs.")
-    parser.add_argument("--workdir", type=Path, default=Path("demo"), help="where every artifact is written")
-    parser.add_argument("--cityscapes", type=Path, default=None,
+    parser.add_argument("--workdir", type=Path, default=Path("demo"), metavar="DIR", help="where every artifact is written")
+    parser.add_argument("--cityscapes", type=Path, default=None, metavar="ROOT",
                         help="a real Cityscapes root (leftImg8bit/, gtFine/) instead of synthetic scenes")
-    parser.add_argument("--size", type=parse_size, default=(128, 256), help="network input HEIGHTxWIDTH")
-    parser.add_argument("--train-iters", type=positive_int, default=800, help="training iterations")
-    parser.add_argument("--train-images", type=positive_int, default=64, help="synthetic training scenes")
-    parser.add_argument("--video-frames", type=positive_int, default=60, help="frames of the synthetic video")
+    parser.add_argument("--size", type=parse_size, default=defaults.size, metavar="HxW", help="network input HEIGHTxWIDTH")
+    parser.add_argument("--train-iters", type=positive_int, default=defaults.train_iters, metavar="N", help="training iterations")
+    parser.add_argument("--train-images", type=positive_int, default=defaults.train_images, metavar="N",
+                        help="synthetic training scenes")
+    parser.add_argument("--video-frames", type=positive_int, default=defaults.video_frames, metavar="N",
+                        help="frames of the synthetic video")
     parser.add_argument("--quick", action="store_true", help="a tiny run (seconds; for tests): few images and iterations")
     return parser
 
