@@ -74,8 +74,12 @@ class ThreadPlan:
 
     torch (training, the PyTorch runner) leaves one CPU free when there are few: its OpenMP workers
     spin and wait for each other, so on 2 shared cores 1 thread trains faster than 2 (measured,
-    issue 18). ONNX Runtime's inference of one frame uses them all. OpenCV's resizes and colour
-    conversions are small next to the network: one thread, so they never compete with it.
+    issue 18). ONNX Runtime's inference of one frame uses them all, but on 2 CPUs or fewer its
+    workers sleep instead of spinning between operators: spinning workers take the core from the
+    video pipeline's decode and encode threads and from anything else running (measured on the
+    shared 2-core box, 128x256: median 40 ms without spinning, 46 ms with, 37 ms on one thread).
+    OpenCV's resizes and colour conversions are small next to the network: one thread, so they
+    never compete with it.
     """
 
     cpus: int
@@ -83,6 +87,7 @@ class ThreadPlan:
     torch_interop: int
     onnxruntime: int
     onnxruntime_interop: int
+    onnxruntime_spinning: bool
     opencv: int
 
     def describe(self) -> str:
@@ -97,7 +102,7 @@ def thread_plan(cpus: int | None = None) -> ThreadPlan:
     if user_choice.isdigit() and int(user_choice) > 0:  # torch reads it at import: report what it will use
         torch_threads = int(user_choice)
     return ThreadPlan(cpus=cpus, torch=torch_threads, torch_interop=1, onnxruntime=cpus, onnxruntime_interop=1,
-                      opencv=1)
+                      onnxruntime_spinning=cpus > 2, opencv=1)
 
 
 def count_text(count: int, noun: str = "thread") -> str:

@@ -73,9 +73,11 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._threads = threads or thread_plan().onnxruntime
+        plan = thread_plan()
+        self._threads = threads or plan.onnxruntime
         options.intra_op_num_threads = self._threads
-        options.inter_op_num_threads = 1
+        options.inter_op_num_threads = plan.onnxruntime_interop
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if plan.onnxruntime_spinning else "0")
         options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise here
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
