@@ -7,9 +7,13 @@ A cache is one JSON file:
      "digest": SHA-256 of the calibration file list, "images_used": n, "root": where they came from,
      "ort_tensors_data": ONNX Runtime's calibration result (onnxruntime.quantization.save_tensors_data format)}
 
-It matches a build when the key does: same source ONNX bytes and same calibration settings. Which
-images were used is recorded (digest), not compared: checking would mean reading the folder, and a
-cache exists so that the folder is not needed (TensorRT's calibration caches behave the same).
+It matches a build when the key does: same source ONNX bytes and same calibration settings, and,
+when the build was given calibration data, the same images (the set's digest: file names and
+sizes, or a video's content sample and frame indices; nothing is decoded to compare). Without
+calibration data a matching key is enough: a cache exists so that the images are not needed.
+A reused cache is validated first (schema and types, finite ranges within FP16's range, tensor
+names against the graph being quantized): a broken one is an input error, never an engine. One
+that does not match says, in one line, what differs and that it is recalibrated and overwritten.
 Beside it, ``<stem>.trt-calib.txt`` is the same ranges as a TensorRT calibration table (one
 ``tensor: scale`` line each, scale = amax / 127 as a big-endian float32 in hex), for TensorRT tools
 such as ``trtexec --int8 --calib=FILE`` on the FP32 ONNX.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,27 +80,146 @@ def trt_table_path(cache_path: str | Path) -> Path:
     return cache_path.with_name(cache_path.stem + ".trt-calib.txt")
 
 
-def read_cache(path: str | Path, key: CalibrationKey) -> CalibrationCache | None:
-    """The cache at `path` when it exists and matches `key`; None (with the reason logged) otherwise."""
+# Largest |range| a cache may hold: FP16's largest finite value. An activation beyond it cannot run
+# in the half precision TensorRT falls back to around int8 layers, and no normalised-input CNN gets
+# near it; a cache claiming it (±1e30) is corrupt or hand-edited, and would build a garbage engine.
+PLAUSIBLE_AMAX = 65504.0
+_KEY_TYPES: dict[str, tuple[type, ...]] = {"source_sha256": (str,), "method": (str,), "images": (int,),
+                                           "percentile": (int, float, type(None))}
+
+
+def read_cache(path: str | Path, key: CalibrationKey, *, digest: str | None = None,
+               recalibrate: bool = True) -> CalibrationCache | None:
+    """The cache at ``path`` when it exists, is valid and matches; None when it must be remade.
+
+    A cache that is not valid (not JSON, wrong types, non-finite or implausible ranges) is an
+    InputError, whatever the key says. One that is valid but was made for another model, other
+    settings or (with ``digest``, the current calibration set's) other images is reported in one
+    line saying what differs and what happens: None when ``recalibrate`` (the caller calibrates and
+    overwrites it), otherwise an InputError (there are no images to recalibrate with).
+    """
     path = Path(path)
     if not path.exists():
         return None
-    try:
-        raw = json.loads(path.read_text())
-        if raw.get("format") != CACHE_FORMAT:
-            raise ValueError(f"format {raw.get('format')!r}")
-        cache = CalibrationCache(key=CalibrationKey(**raw["key"]), digest=raw["digest"],
-                                 images_used=int(raw["images_used"]), root=raw.get("root", ""),
-                                 ort_tensors_data=raw["ort_tensors_data"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: JSON, not an object
-        raise InputError(f"{path} is not an lrnnet calibration cache ({type(exc).__name__}: {exc}); "
-                         "delete it or pass another --calib-cache") from exc
-    if cache.key != key:
-        differing = [f.name for f in dataclasses.fields(key) if getattr(cache.key, f.name) != getattr(key, f.name)]
-        logger.info("calibration cache %s was made for another %s; calibrating again", path,
-                    " and ".join("model" if name == "source_sha256" else name for name in differing))
+    cache = _parse(path)
+    differences = _differences(cache, key, digest)
+    if differences:
+        line = f"calibration cache {path} was made for {', '.join(differences)}"
+        if not recalibrate:
+            raise InputError(f"{line}: pass --calib-data to recalibrate (it will be overwritten), or the cache "
+                             "made for this model and these settings")
+        logger.info("%s: recalibrating and overwriting it", line)
         return None
     return cache
+
+
+def _parse(path: Path) -> CalibrationCache:
+    """The cache file, validated (schema, types, finite and plausible ranges); InputError naming what is wrong."""
+    def invalid(reason: str) -> InputError:
+        return InputError(f"calibration cache {path} is not valid: {reason}; delete it or pass another --calib-cache")
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise invalid("not text") from exc
+    except ValueError as exc:  # JSONDecodeError, including an empty file
+        raise invalid(f"not JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise invalid(f"a JSON {type(raw).__name__}, not an object")
+    if raw.get("format") != CACHE_FORMAT:
+        raise invalid(f"format {raw.get('format')!r}, expected {CACHE_FORMAT!r}")
+    fields: tuple[tuple[str, tuple[type, ...]], ...] = (
+        ("key", (dict,)), ("digest", (str,)), ("images_used", (int,)), ("root", (str,)), ("ort_tensors_data", (dict,)))
+    for name, types in fields:
+        if not isinstance(raw.get(name), types) or isinstance(raw.get(name), bool):
+            raise invalid(f"'{name}' is {_kind(raw.get(name))}, expected {' or '.join(t.__name__ for t in types)}")
+    if raw["images_used"] < 1:
+        raise invalid(f"'images_used' is {raw['images_used']}")
+    key_fields = raw["key"]
+    if set(key_fields) != set(_KEY_TYPES):
+        raise invalid(f"'key' has fields {sorted(key_fields)}, expected {sorted(_KEY_TYPES)}")
+    for name, types in _KEY_TYPES.items():
+        value = key_fields[name]
+        if not isinstance(value, types) or isinstance(value, bool) or \
+                (isinstance(value, float) and not math.isfinite(value)):
+            raise invalid(f"key '{name}' is {_kind(value)}")
+    _check_ranges(raw["ort_tensors_data"], invalid)
+    return CalibrationCache(key=CalibrationKey(**key_fields), digest=raw["digest"], images_used=raw["images_used"],
+                            root=raw["root"], ort_tensors_data=raw["ort_tensors_data"])
+
+
+def _kind(value: Any) -> str:
+    return "missing" if value is None else f"a {type(value).__name__} ({str(value)[:40]!r})"
+
+
+def _check_ranges(tensors_data: dict[str, Any], invalid: Any) -> None:
+    data = tensors_data.get("data")
+    if not isinstance(data, dict) or not data:
+        raise invalid("no tensor ranges ('ort_tensors_data.data' is empty or missing)")
+    for name, entry in data.items():
+        if not isinstance(entry, dict) or "lowest" not in entry or "highest" not in entry:
+            raise invalid(f"tensor '{name}' has no lowest/highest range")
+        try:
+            lowest, highest = _number(entry["lowest"]), _number(entry["highest"])
+        except (TypeError, ValueError) as exc:
+            raise invalid(f"tensor '{name}' has a range that is not a number ({exc})") from exc
+        if not (math.isfinite(lowest) and math.isfinite(highest)):
+            raise invalid(f"tensor '{name}' has a non-finite range [{lowest}, {highest}]")
+        if lowest > highest:
+            raise invalid(f"tensor '{name}' has lowest {lowest:g} above highest {highest:g}")
+        if max(abs(lowest), abs(highest)) > PLAUSIBLE_AMAX:
+            raise invalid(f"tensor '{name}' has range [{lowest:g}, {highest:g}], beyond any activation "
+                          f"(|x| > {PLAUSIBLE_AMAX:g}, FP16's largest)")
+
+
+def _number(value: Any) -> float:
+    """A range end as save_tensors_data writes it: a number, or {"CLS": "numpy.array", "data": number or [number]}."""
+    if isinstance(value, dict):
+        value = value.get("data")
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ValueError(f"{len(value)} values")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(_kind(value))
+    return float(value)
+
+
+def _differences(cache: CalibrationCache, key: CalibrationKey, digest: str | None) -> list[str]:
+    """What differs between the cache and this build, each as 'cache's value (now: this build's)'."""
+    old, new = cache.key, key
+    differences = []
+    if old.source_sha256 != new.source_sha256:
+        differences.append(f"model sha256 {old.source_sha256[:12]}.. (this model: {new.source_sha256[:12]}..)")
+    if old.method != new.method:
+        differences.append(f"method {old.method} (now {new.method})")
+    if old.images != new.images:
+        differences.append(f"{old.images} images (now {new.images})")
+    if old.percentile != new.percentile:
+        differences.append(f"percentile {old.percentile} (now {new.percentile})")
+    if digest is not None and cache.digest != digest and old.images == new.images:  # another count: other images
+        differences.append(f"other calibration images (digest {cache.digest[:12]}.., now {digest[:12]}..)")
+    return differences
+
+
+def check_cache_against_graph(cache: CalibrationCache, model: Any, path: str | Path | None) -> None:
+    """Every tensor the cache names must be in the graph it will quantize, and the graph input must be there.
+
+    ``model`` is the graph handed to the quantizer (after ONNX Runtime's pre-processing, which
+    renames a few tensors of the source export), so a cache of another graph that kept the key is caught.
+    """
+    graph = model.graph
+    tensors = {i.name for i in graph.input} | {o for node in graph.node for o in node.output}
+    names = set(cache.ort_tensors_data["data"])
+    unknown = sorted(names - tensors)
+    if unknown:
+        raise InputError(f"calibration cache {path} is not valid: it has ranges for {len(unknown)} tensors this "
+                         f"graph does not have, e.g. '{unknown[0]}'; delete it or pass another --calib-cache")
+    initializers = {init.name for init in graph.initializer}
+    missing = [i.name for i in graph.input if i.name not in initializers and i.name not in names]
+    if missing:
+        raise InputError(f"calibration cache {path} is not valid: no range for the graph input '{missing[0]}'; "
+                         "delete it or pass another --calib-cache")
 
 
 def write_cache(path: str | Path, cache: CalibrationCache) -> None:

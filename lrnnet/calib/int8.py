@@ -1,21 +1,28 @@
-"""INT8 in the graph: explicit QuantizeLinear/DequantizeLinear from Cityscapes calibration.
+"""INT8 in the graph: explicit QuantizeLinear/DequantizeLinear, calibrated, by the target's recipe.
 
 TensorRT 11 dropped the implicit INT8 calibrator, and TensorRT 10 and ONNX Runtime both run
-explicitly quantized graphs, so INT8 is an ONNX with Q/DQ pairs, made by ONNX Runtime's
-``quantize_static`` in QDQ format: int8 activations and weights, symmetric (zero point 0),
-per-channel weight scales (one per output channel of every Conv), activation ranges from
-calibration on Cityscapes training images (lrnnet.calib.reader). The SVN module's arithmetic and
-softmax stay in float (lrnnet.calib.graph.float_island_nodes), as do the tensors between them.
+explicitly quantized graphs, so INT8 is an ONNX with Q/DQ pairs. How they are placed depends on
+the target (lrnnet.calib.recipes, the one table of these facts): for ONNX Runtime's CPU provider,
+ONNX Runtime's ``quantize_static`` with uint8 asymmetric activations and int8 symmetric
+per-channel weights, so its optimiser fuses them into QLinearConv/QLinearAdd/QLinearConcat; for
+TensorRT, NVIDIA Model Optimizer (symmetric int8, zero point 0, per-channel weights on axis 0,
+float biases, Q/DQ by TensorRT's fusion rules), or where it cannot be imported ONNX Runtime's
+quantizer with TensorRT's rules. Every recipe reads the same calibration set (lrnnet.calib.reader:
+a Cityscapes root, a folder of images or a video, one preprocessing) and keeps the SVN module's
+arithmetic and softmax in float (lrnnet.calib.graph.float_island_nodes).
 
 Calibration ranges are cached (lrnnet.calib.cache) with ONNX Runtime's own supported route:
 ``quantize_static(calibration_cache_path=...)`` saves the ranges it computed, and with an existing
-file it quantizes from them and never runs the reader.
+file it quantizes from them and never runs the reader. The ranges are those of every tensor the
+ONNX Runtime quantizer could quantize (one calibration pass over all of them), so one cache serves
+both ONNX Runtime-quantizer recipes. Model Optimizer calibrates from the images itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import inspect
 import io
 import json
@@ -26,14 +33,16 @@ from typing import Any
 
 import onnx
 
-from lrnnet.calib.cache import CalibrationCache, CalibrationKey, read_cache, write_cache
-from lrnnet.calib.graph import SourceModel, float_island_nodes, output_head_nodes
-from lrnnet.calib.reader import (
-    DEFAULT_CALIB_IMAGES,
-    CityscapesCalibrationReader,
-    calibration_digest,
-    select_calibration_samples,
+from lrnnet.calib.cache import (
+    CalibrationCache,
+    CalibrationKey,
+    check_cache_against_graph,
+    read_cache,
+    write_cache,
 )
+from lrnnet.calib.graph import SVN_SCOPE, SourceModel, float_island_nodes, output_head_nodes
+from lrnnet.calib.reader import DEFAULT_CALIB_IMAGES, CalibrationReader, open_calibration_set
+from lrnnet.calib.recipes import TENSORRT_FALLBACK_INT8, Int8Recipe, recipes_for
 from lrnnet.errors import InputError, MissingDependencyError
 from lrnnet.log import logger, timed_step
 
@@ -72,62 +81,67 @@ class CalibrationRecord:
     digest: str  # SHA-256 of the chosen file list (lrnnet.calib.reader.calibration_digest)
     images_read: int  # image files opened by this build: 0 when the cache was reused
     cache: str | None  # the cache file used or written, if any
+    recipe: str = ""  # "<target>/<tool>": which INT8 recipe of lrnnet.calib.recipes made the graph
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: Int8Options = Int8Options(),
-                  cache_path: str | Path | None = None) -> tuple[onnx.ModelProto, CalibrationRecord]:
-    """The INT8 Q/DQ graph of `source` and what calibrated it.
+                  cache_path: str | Path | None = None,
+                  target: str = "onnxruntime") -> tuple[onnx.ModelProto, CalibrationRecord]:
+    """The INT8 Q/DQ graph of `source` for `target` ("onnxruntime" | "tensorrt") and what calibrated it.
 
-    With `cache_path` naming an existing cache for this model and these options, no image is read
-    (`calib_root` may then be None); otherwise the images under `calib_root` are read and, with
-    `cache_path`, the ranges are written there (plus a TensorRT-style calibration table beside it).
+    `calib_root`: a Cityscapes root, a folder of images or a video (lrnnet.calib.reader). With
+    `cache_path` naming an existing cache for this model and these options, no image is read
+    (`calib_root` may then be None) by the ONNX Runtime-quantizer recipes; otherwise the images are
+    read and, with `cache_path`, the ranges are written there (plus a TensorRT-style calibration
+    table beside it). The TensorRT recipe needs the images (Model Optimizer calibrates itself).
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
+    from onnxruntime.quantization import quant_pre_process, quantize_static
 
     if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
         raise MissingDependencyError("INT8 calibration needs an onnxruntime whose quantize_static takes "
                                      "calibration_cache_path (microsoft/onnxruntime#28221; 1.32 has it); "
                                      "install it with: pip install -U onnxruntime")
+    recipe = recipes_for(target).int8
+    if recipe.tool == "modelopt":
+        missing = _modelopt_missing()
+        if missing is not None:
+            logger.warning("INT8 for TensorRT: NVIDIA Model Optimizer cannot be imported (%s; install it with: "
+                           "make modelopt, or pip install --no-deps nvidia-modelopt==0.47.0 plus its needs, "
+                           "see the README); using ONNX Runtime's quantizer with TensorRT's rules instead",
+                           missing)
+            recipe = TENSORRT_FALLBACK_INT8
+    if recipe.tool == "modelopt" and calib_root is None:
+        raise InputError("INT8 for TensorRT calibrates with NVIDIA Model Optimizer, which reads the images itself: "
+                         "pass --calib-data (a Cityscapes root, a folder of images or a video)")
     key = CalibrationKey(source_sha256=source.sha256, method=options.method, images=options.images,
                          percentile=options.percentile if options.method == "percentile" else None)
-    cached = read_cache(cache_path, key) if cache_path is not None else None
-    reader: CityscapesCalibrationReader | None = None
+    # The set is listed (not decoded) first, so a cache made from other images is known as such.
+    calibration = open_calibration_set(calib_root, options.images) if calib_root is not None else None
+    use_cache = cache_path is not None and recipe.tool == "onnxruntime"
+    if cache_path is not None and not use_cache:
+        logger.info("calibration: Model Optimizer calibrates from the images; --calib-cache %s is not used "
+                    "by the TensorRT recipe", cache_path)
+    cached = read_cache(cache_path, key, digest=calibration.digest() if calibration else None,
+                        recalibrate=calibration is not None) if use_cache and cache_path is not None else None
+    reader: CalibrationReader | None = None
     if cached is None:
-        if calib_root is None:
-            raise InputError("--int8 needs calibration images: pass --calib-data CITYSCAPES_ROOT "
-                             "(or --calib-cache naming a cache built for this model and these settings)")
-        samples = select_calibration_samples(calib_root, options.images)
-        reader = CityscapesCalibrationReader(samples, source.info, source.input_name, batch=source.info.batch)
-        digest = calibration_digest(samples, calib_root)
-        logger.info("calibration: %d training images from %s, method %s", len(samples), calib_root, options.method)
+        if calibration is None:
+            raise InputError("--int8 needs calibration images: pass --calib-data (a Cityscapes root, a folder of "
+                             "images or a video), or --calib-cache naming a cache built for this model and these "
+                             "settings")
+        reader = CalibrationReader(calibration, source.info, source.input_name, batch=source.info.batch)
+        digest = calibration.digest()
+        logger.info("calibration: %s, method %s; INT8 recipe for %s: %s activations, %s weights (%s)",
+                    calibration.describe(), _method_of(recipe, options), recipe.target, recipe.activations,
+                    recipe.weights, "NVIDIA Model Optimizer" if recipe.tool == "modelopt" else "ONNX Runtime quantizer")
     else:
         digest = cached.digest
         logger.info("calibration: reusing %s (%d images, method %s); no image is read",
                     cache_path, cached.images_used, options.method)
 
-    method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
-              "percentile": CalibrationMethod.Percentile}[options.method]
-    extra_options: dict[str, Any] = {
-        "ActivationSymmetric": True,  # zero point 0 for activations, as TensorRT requires
-        "WeightSymmetric": True,
-        "CalibPercentile": options.percentile,
-        # Biases stay float: TensorRT's parser rejects a DequantizeLinear of int32 (it fuses the float
-        # bias into the int8 convolution itself), and ONNX Runtime quantizes float biases of QDQ
-        # convolutions to int32 in its own graph optimiser, so its CPU kernels lose nothing.
-        "QuantizeBias": False,
-        # Calibrate one batch per collect call: the calibrators keep every intermediate tensor of a
-        # call in memory, so this bounds memory to one image's activations, whatever --calib-images is.
-        "CalibStridedMinMax": 1,
-    }
     with tempfile.TemporaryDirectory(prefix="lrnnet-int8-") as tmp_dir:
         tmp = Path(tmp_dir)
         prepared, ranges, quantized = tmp / "prepared.onnx", tmp / "ranges.json", tmp / "int8.onnx"
@@ -139,28 +153,31 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
             # From the file: given a ModelProto it writes external data to a scratch folder it then deletes.
             quant_pre_process(str(source.path), str(prepared), skip_symbolic_shape=True)
         prepared_graph = onnx.load(str(prepared), load_external_data=False)
-        # Besides the SVN arithmetic, two things stay float: the classifier head (output_head_nodes),
-        # and BatchNormalization (after the downsampling units' concat): a quantized BN gets its scale
-        # through DequantizeLinear, and TensorRT imports BN only with constant parameters.
-        excluded = sorted(set(float_island_nodes(prepared_graph)) | set(output_head_nodes(prepared_graph)) |
-                          {n.name for n in prepared_graph.graph.node if n.op_type == "BatchNormalization"})
-        if cached is not None:
-            ranges.write_text(json.dumps(cached.ort_tensors_data))
-        # ONNX Runtime prints progress lines to stdout; our output is the log, so hide them.
-        with timed_step("Calibrating and quantizing to INT8"), contextlib.redirect_stdout(io.StringIO()):
-            quantize_static(
-                str(prepared), str(quantized), calibration_data_reader=reader,
-                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded, calibrate_method=method, extra_options=extra_options,
-                calibration_cache_path=str(ranges),
-            )
+        excluded = _float_nodes(prepared_graph, recipe)
+        computed_ranges = None
+        if recipe.tool == "modelopt":
+            assert reader is not None
+            with timed_step("Calibrating and quantizing to INT8 (NVIDIA Model Optimizer)"):
+                _quantize_with_modelopt(prepared, quantized, reader, excluded, options)
+        else:
+            if cached is not None:
+                check_cache_against_graph(cached, prepared_graph, cache_path)
+                ranges.write_text(json.dumps(cached.ort_tensors_data))
+            else:
+                # One calibration pass over every tensor the quantizer could quantize (all but the
+                # power iteration), saved as ranges: any ONNX Runtime-quantizer recipe quantizes from them.
+                with timed_step("Calibrating"):
+                    _ort_quantize(prepared, tmp / "all.onnx", reader, _float_nodes(prepared_graph, None), options,
+                                  None, ranges)
+                computed_ranges = json.loads(ranges.read_text())
+            with timed_step("Quantizing to INT8"):
+                _ort_quantize(prepared, quantized, None, excluded, options, recipe, ranges)
         model = onnx.load(str(quantized))
-        record = CalibrationRecord(method=options.method,
+        record = CalibrationRecord(method=_method_of(recipe, options),
                                    images=len(reader.samples) if reader else cached.images_used if cached else 0,
                                    digest=digest, images_read=reader.images_read if reader else 0,
-                                   cache=str(cache_path) if cache_path is not None else None)
-        computed_ranges = json.loads(ranges.read_text()) if cached is None else None
+                                   cache=str(cache_path) if use_cache else None,
+                                   recipe=f"{recipe.target}/{recipe.tool}")
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -168,6 +185,107 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
     if cache_path is not None and computed_ranges is not None:
         write_cache(cache_path, CalibrationCache(key=key, digest=digest, images_used=record.images,
                                                  root=str(calib_root), ort_tensors_data=computed_ranges))
-    extra = {**source.info.extra, "float32_nodes": len(excluded), "calibration": record.to_dict()}
-    dataclasses.replace(source.info, precision="int8", extra=extra).write_to(model)
+    extra = {**source.info.extra, "float32_nodes": len(excluded), "calibration": record.to_dict(),
+             "int8_recipe": {"activations": recipe.activations, "weights": recipe.weights, "tool": recipe.tool,
+                             "float": _float_parts(recipe)}}
+    dataclasses.replace(source.info, precision="int8", extra=extra, engine_target=recipe.target,
+                        engine_purpose=recipe.purpose).write_to(model)
     return model, record
+
+
+def _modelopt_missing() -> str | None:
+    """Why NVIDIA Model Optimizer's ONNX quantizer cannot be imported, or None when it can."""
+    try:
+        importlib.import_module("modelopt.onnx.quantization")
+    except Exception as exc:  # ImportError, or its [onnx] extra's own import-time checks
+        return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return None
+
+
+def _method_of(recipe: Int8Recipe, options: Int8Options) -> str:
+    if recipe.tool == "modelopt":
+        return f"modelopt-{'entropy' if options.method == 'entropy' else 'max'}"
+    return options.method
+
+
+def _float_parts(recipe: Int8Recipe) -> list[str]:
+    parts = ["power iteration and softmax", *recipe.float_op_types]
+    return parts + (["SVN 1x1 convs"] if recipe.float_svn_convs else []) + (["head"] if recipe.float_head else [])
+
+
+def _float_nodes(graph: onnx.ModelProto, recipe: Int8Recipe | None) -> list[str]:
+    """Names of the nodes `recipe` leaves in float (None: only the power iteration, for calibration)."""
+    names = set(float_island_nodes(graph))
+    if recipe is not None:
+        names |= {n.name for n in graph.graph.node if n.op_type in recipe.float_op_types}
+        if recipe.float_head:
+            names |= set(output_head_nodes(graph))
+        if recipe.float_svn_convs:
+            names |= {n.name for n in graph.graph.node if n.op_type == "Conv" and SVN_SCOPE in n.name}
+    return sorted(names)
+
+
+def _ort_quantize(prepared: Path, output: Path, reader: CalibrationReader | None, excluded: list[str],
+                  options: Int8Options, recipe: Int8Recipe | None, ranges: Path) -> None:
+    """ONNX Runtime's quantize_static in QDQ format; `recipe` None: the calibration pass (ranges of everything)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    symmetric = recipe is None or recipe.symmetric_activations
+    extra_options: dict[str, Any] = {
+        "ActivationSymmetric": symmetric,  # zero point 0 (TensorRT); uint8 asymmetric for ONNX Runtime's CPU
+        "WeightSymmetric": True,
+        "CalibPercentile": options.percentile,
+        # Biases stay float: TensorRT's parser rejects a DequantizeLinear of int32 (it fuses the float
+        # bias into the int8 convolution itself), and ONNX Runtime quantizes float biases of QDQ
+        # convolutions to int32 in its own graph optimiser, so its CPU kernels lose nothing.
+        "QuantizeBias": False,
+        # Calibrate one batch per collect call: the calibrators keep every intermediate tensor of a
+        # call in memory, so this bounds memory to one image's activations, whatever --calib-images is.
+        "CalibStridedMinMax": 1,
+        # Slice/Split/Reshape/Transpose keep their input's scale, so ONNX Runtime drops their Q/DQ
+        # pairs and the int8 chain is not broken at the FCBs' channel split (measured: 1.25x -> 1.31x).
+        "ForceQuantizeNoInputCheck": bool(recipe is not None and recipe.share_scales),
+    }
+    method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+              "percentile": CalibrationMethod.Percentile}[options.method]
+    unsigned = recipe is not None and not recipe.symmetric_activations
+    # ONNX Runtime prints progress lines to stdout; our output is the log, so hide them. Its "Axis 1
+    # is out-of-range" warning for a BN scale (rank 1) is about per-channel weights it then skips.
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+        quantize_static(
+            str(prepared), str(output), calibration_data_reader=reader,
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+            activation_type=QuantType.QUInt8 if unsigned else QuantType.QInt8, weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(recipe.op_types_to_quantize) if recipe and recipe.op_types_to_quantize else None,
+            nodes_to_exclude=excluded, calibrate_method=method, extra_options=extra_options,
+            calibration_cache_path=str(ranges),
+        )
+
+
+def _quantize_with_modelopt(prepared: Path, output: Path, reader: CalibrationReader, excluded: list[str],
+                            options: Int8Options) -> None:
+    """NVIDIA Model Optimizer's INT8 (TensorRT's placement), calibrated on the CPU, float parts in float32."""
+    import modelopt.onnx.quantization as moq
+
+    # high_precision_dtype fp32: Model Optimizer's default casts every unquantized node to float16,
+    # the power iteration included, which lrnnet keeps in float32 on purpose (its max-abs rescaling
+    # and the Gram products lose their sign/ordering in half precision); TensorRT picks FP16 itself
+    # for float layers of a strongly typed network only where the graph says so.
+    with contextlib.redirect_stdout(io.StringIO()):
+        moq.quantize(onnx_path=str(prepared), quantize_mode="int8", calibration_data_reader=reader,
+                     calibration_method="entropy" if options.method == "entropy" else "max",
+                     calibration_eps=["cpu"], nodes_to_exclude=excluded, high_precision_dtype="fp32",
+                     output_path=str(output), log_level="WARNING")
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Any:
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

@@ -213,3 +213,69 @@ def test_memory_is_flat_in_the_number_of_images(tmp_path, synthetic_root, kind):
     small, large = peak(4), peak(32)
     assert small["images"] == 4 and large["images"] == 32
     assert large["peak_kib"] <= 1.3 * small["peak_kib"], (small, large)
+
+
+@pytest.fixture
+def build_dir(tmp_path, monkeypatch, tiny_onnx):
+    """An empty working folder holding lrnnet.onnx, and a logger that binds this test's stderr."""
+    from lrnnet.log import logger
+
+    shutil.copy(tiny_onnx, tmp_path / "lrnnet.onnx")
+    monkeypatch.chdir(tmp_path)
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    yield tmp_path
+    logger.handlers[:] = saved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["images", "video"])
+def test_build_engine_calibrates_from_a_folder_or_a_video(build_dir, synthetic_root, synthetic_video, kind):
+    """A user with a checkpoint's export and a street video (or some photos) builds INT8."""
+    import onnxruntime as ort
+
+    from lrnnet.cli.build_engine import main
+    from lrnnet.engine.sidecar import read_sidecar
+
+    if kind == "video":
+        data = synthetic_video
+    else:
+        data = build_dir / "photos" / "trip"
+        data.mkdir(parents=True)
+        for i, path in enumerate(sorted(synthetic_root.glob("leftImg8bit/*/*/*.png"))[:6]):
+            cv2.imwrite(str(data / f"{i}.jpg"), read_image(path))
+        data = data.parent
+    assert main(["--int8", "--calib-data", str(data), "--calib-images", "3", "-o", "int8.onnx", "--no-progress"]) == 0
+    sidecar = read_sidecar(build_dir / "int8.onnx")
+    assert sidecar.calibration["images"] == 3 and sidecar.precision == "int8"
+    expected = open_calibration_set(data, 3).digest()
+    assert sidecar.calibration["digest"] == expected
+    session = ort.InferenceSession(str(build_dir / "int8.onnx"), providers=["CPUExecutionProvider"])
+    frame = next(open_calibration_set(data, 1).frames())
+    logits = session.run(None, {session.get_inputs()[0].name: preprocess(frame, (128, 256))})[0]
+    assert logits.shape == (1, 19, 128, 256) and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("make, message", [
+    ("zero_frame_video", "has no frame that can be decoded"),
+    ("folder_without_images", "has no images"),
+    ("none_of_the_three", "is neither a folder"),
+])
+def test_build_engine_refuses_bad_calibration_data(build_dir, capsys, make, message):
+    from lrnnet.cli.build_engine import main
+
+    if make == "zero_frame_video":
+        data = build_dir / "street.mp4"
+        cv2.VideoWriter(str(data), cv2.VideoWriter.fourcc(*"mp4v"), 10, (64, 32)).release()
+    elif make == "folder_without_images":
+        data = build_dir / "photos"
+        (data / "nested").mkdir(parents=True)
+        (data / "nested" / "list.txt").write_text("no images")
+    else:
+        data = build_dir / "labels.csv"
+        data.write_text("id,name\n0,road\n")
+    before = {p.name for p in build_dir.iterdir()}
+    assert main(["--int8", "--calib-data", str(data), "--calib-cache", "calib.json", "-o", "int8.onnx"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("lrnnet-build-engine: error: ") and message in err[0], err
+    assert {p.name for p in build_dir.iterdir()} == before  # no engine, sidecar or cache
