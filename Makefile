@@ -8,12 +8,12 @@ TORCH_INDEX ?=
 # e.g. make demo DEMO_ARGS="--cityscapes /data/cityscapes"
 DEMO_ARGS ?=
 
-.PHONY: install dev demo test lint clean
+.PHONY: install dev demo test lint mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10"
 	touch $@
 
@@ -30,5 +30,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check lrnnet tests benchmarks
 	$(VENV)/bin/mypy lrnnet
 
+# Mutation testing of the gate modules ([tool.mutmut] in pyproject.toml, docs/mutation.md); not in CI.
+# A fresh copy each run (mutmut reuses mutants/ otherwise); prints the score and every surviving mutant.
+MUTATION_JOBS ?= 2
+mutation: $(VENV)/.installed
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS)
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) demo .pytest_cache
+	rm -rf $(VENV) demo .pytest_cache mutants
