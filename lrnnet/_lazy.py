@@ -11,6 +11,8 @@ _INSTALL_HINTS = {
     "tensorrt": "pip install 'lrnnet[tensorrt]' (TensorRT 10.x or 11.x, needs an NVIDIA GPU and driver)",
     "cuda": "pip install 'lrnnet[tensorrt]' (installs cuda-python)",
     "cuda.bindings": "pip install 'lrnnet[tensorrt]' (installs cuda-python)",
+    "ray": "pip install 'lrnnet[ray]' (Ray Data, for many sources in one job)",
+    "ray.data": "pip install 'lrnnet[ray]' (Ray Data, for many sources in one job)",
 }
 
 

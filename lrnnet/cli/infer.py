@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lrnnet.cli._common import (
+    EXIT_BAD_INPUT,
     Parser,
     make_parser,
     non_negative_int,
@@ -38,7 +39,10 @@ def build_parser() -> Parser:
 
     parser = make_parser(PROG, "Segment a video file, an image folder (e.g. Cityscapes demoVideo), a camera index "
                                "or a stream URL; write the result and a latency report against the target FPS.")
-    parser.add_argument("source", help="video file, image folder, camera index (0) or URL (rtsp://...)")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="video file, image folder, camera index (0) or URL (rtsp://...); several video "
+                             "files or folders, or a .txt list of them (one a line, # comments), run as one "
+                             "batch job on Ray (see --output-dir, --workers, --ray-address)")
     parser.add_argument("--model", type=Path, default=None,
                         help="lrnnet .engine, .onnx or .pth (default: the newest built engine here, "
                              "else lrnnet.engine, else lrnnet.onnx)")
@@ -63,6 +67,17 @@ def build_parser() -> Parser:
                         help="untimed inferences before the first frame")
     parser.add_argument("--fps", type=positive_float, default=None,
                         help="output frame rate (default the source's; 17 for image folders)")
+    batch = parser.add_argument_group("many sources (Ray; pip install 'lrnnet[ray]')")
+    batch.add_argument("--output-dir", type=Path, default=None,
+                       help="folder of the outputs, one per source named from it (<stem>_seg.mp4 or "
+                            "<stem>_labels/, with a <output>.json done-marker); its parent must exist. "
+                            "With --ray-address it must be storage every node sees at the same path")
+    batch.add_argument("--workers", type=positive_int, default=None,
+                       help="Ray actors, each holding one loaded model (default 2); threads per actor are "
+                            "the cores divided among them")
+    batch.add_argument("--ray-address", default=None,
+                       help="run on this Ray cluster (HOST:PORT of `ray start --head`, ray://HOST:PORT or "
+                            "auto); default: a local Ray started for this run")
     return parser
 
 
@@ -126,8 +141,79 @@ def _body(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_batch(args: argparse.Namespace) -> bool:
+    """Several sources, a list file, or a Ray setting: the batch job. One source: the single-process path."""
+    from lrnnet.runtime.batch import LIST_SUFFIXES
+
+    listed = any(Path(s).suffix.lower() in LIST_SUFFIXES and not Path(s).is_dir() for s in args.sources)
+    return len(args.sources) > 1 or listed or args.workers is not None or args.ray_address is not None
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if _is_batch(args):
+        return _batch_body(args)
+    args.source = args.sources[0]
+    if args.output_dir is not None:  # one source into a folder: the name a batch run would give it
+        from lrnnet.runtime.batch import check_output_dir, output_name
+
+        if args.out is not None:
+            raise InputError("give -o/--out or --output-dir, not both")
+        check_output_dir(args.output_dir)
+        args.out = args.output_dir / output_name(args.source, args.output)
+    return _body(args)
+
+
+def _batch_body(args: argparse.Namespace) -> int:
+    import sys
+
+    from lrnnet._io import write_json_atomic
+    from lrnnet.runtime.batch import BatchOptions, format_batch_summary, run_batch
+    from lrnnet.runtime.sources import quiet_video_logs
+    from lrnnet.runtime.video import PipelineOptions
+
+    if args.out is not None:
+        raise InputError("-o/--out names the output of one source; give several sources --output-dir")
+    if args.output_dir is None:
+        raise InputError("several sources need --output-dir (the folder of their outputs)")
+    if args.report is not None and args.report.is_dir():
+        raise InputError(f"--report {args.report} is a folder; give a file name")
+    if args.report is not None and not args.report.absolute().parent.is_dir():
+        raise InputError(f"--report {args.report}: folder {args.report.absolute().parent} does not exist")
+    quiet_video_logs()
+    model = args.model if args.model is not None else default_model()
+    runner_options = {}
+    if args.size is not None:
+        if model.suffix.lower() not in (".pth", ".pt"):
+            raise InputError(f"--size is for .pth checkpoints; {model} carries its own input size")
+        runner_options["size"] = _size(args.size)
+    pipeline = PipelineOptions(output_kind=args.output, alpha=args.alpha, max_frames=args.max_frames,
+                               warmup=args.warmup, fps=args.fps, target_fps=args.target_fps)
+    options = BatchOptions(workers=args.workers or 2, ray_address=args.ray_address, backend=args.backend,
+                           device=args.device, runner_options=runner_options, pipeline=pipeline)
+    report = run_batch(args.sources, model, args.output_dir, options)
+    print(format_batch_summary(report))
+    if args.report is not None:
+        write_json_atomic(args.report, report)
+        print(f"Report: {args.report}")
+    if report["failed"]:
+        # Returned, not raised: the outputs of the sources that worked (and the report) stay committed.
+        print(f"{PROG}: error: {report['failed']} of {report['sources_total']} sources failed (listed above); "
+              "a rerun retries them and skips the rest", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    from lrnnet.cli._common import parse_size
+
+    try:
+        return parse_size(text)
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _body, build_parser(), argv)
+    return run_command(PROG, _dispatch, build_parser(), argv)
 
 
 if __name__ == "__main__":

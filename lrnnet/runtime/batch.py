@@ -1,0 +1,732 @@
+"""Many sources as one Ray Data job: one actor per worker holding one runner, failures isolated, resumable.
+
+    report = run_batch(["a.mp4", "b.mp4", "seq_folder/"], "lrnnet.onnx", "out/", BatchOptions(workers=2))
+
+The sources become a Ray Dataset of one row per source, one block per row; `map_batches` with an
+actor class (`ActorPoolStrategy(size=workers)`, `batch_size=1`) hands each row to one of `workers`
+actors. An actor opens its runner once, then segments whole sources with the single-video path
+(`lrnnet.runtime.video.run_video`: decode, infer and encode threads, streaming, the output written
+beside its target and committed by rename), so memory stays flat in video length and count and the
+outputs are byte-for-byte what `lrnnet-infer SOURCE` writes. Ray Data schedules rows on free actors
+and runs unchanged on a local Ray (started here for the run) or a cluster by address.
+
+Outputs: `<output_dir>/<stem>_seg.mp4` (or `<stem>_labels/`), plus a done-marker `<output>.json`
+written after the output's commit: the source's size and mtime, the model's SHA-256, the settings
+that change the output, the output's own size (and mtime, or file count for a folder) and the
+per-source report. "Complete" is that marker matching all of these; so a rerun skips finished sources
+without touching them, and redoes one whose source, model or settings changed (a stale output of
+another model is replaced, not kept) or whose output was removed or altered. A run killed between
+the output's rename and the marker leaves an output without a marker: redone on the next run.
+
+Failures are isolated: a source that fails (InputError: unreadable, zero frames, corrupt; or any
+other exception) comes back as a failed row with its one-line reason; an actor that dies (a segfault,
+the OOM killer) loses only the row it held (Ray Data's `max_errored_blocks`), reported as such, and
+Ray restarts the actor for the remaining rows.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import queue
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lrnnet
+from lrnnet._lazy import lazy_import
+from lrnnet.errors import InputError
+from lrnnet.log import logger, progress_bar
+from lrnnet.runtime.sources import FrameSource
+from lrnnet.runtime.video import FRAME_IN_TO_OUT, PipelineOptions
+
+__all__ = ["LIST_SUFFIXES", "BatchOptions", "SourceJob", "format_batch_summary", "is_complete", "plan_jobs",
+           "read_sources", "run_batch"]
+
+LIST_SUFFIXES = (".txt", ".list", ".lst")  # a source with one of these suffixes is a file listing sources
+MARKER_SCHEMA = "lrnnet.batch.done/1"
+_CONNECT_TIMEOUT_S = 3.0  # TCP connect to a cluster's GCS before ray.init: an unreachable address fails fast
+_PROBE_TIMEOUT_S = 8.0  # asking that address for Ray's GCS
+_INIT_TIMEOUT_S = 30.0  # then joining the cluster
+_POLL_S = 0.25  # how often the driver reads the frame counter
+_FLUSH_S = 0.25  # how often an actor sends its frame count
+
+
+@dataclass
+class BatchOptions:
+    """How the job runs; validated once here. `pipeline` is the per-source PipelineOptions."""
+
+    workers: int = 2
+    ray_address: str | None = None  # None: a local Ray for this run (or the one this process already joined)
+    threads: int | None = None  # per worker; default: the cores divided among the workers
+    backend: str = "auto"
+    device: str | None = None
+    runner_options: dict[str, Any] = field(default_factory=dict)
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise InputError(f"workers must be at least 1, got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads per worker must be at least 1, got {self.threads}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise InputError("--ray-address is empty")
+
+
+@dataclass
+class SourceJob:
+    index: int
+    source: str
+    output: Path
+    expected_frames: int | None = None  # from the container or folder listing, for the progress bar
+
+    @property
+    def marker(self) -> Path:
+        return done_marker(self.output)
+
+
+# -- planning (driver) ---------------------------------------------------------------------------------
+
+
+def read_sources(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The sources named by `specs`: each a video file or image folder, or a list file (LIST_SUFFIXES)
+    with one source per line, `#` comments and blank lines ignored, relative paths taken from the list's
+    folder."""
+    sources: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.suffix.lower() in LIST_SUFFIXES and not path.is_dir():
+            if not path.is_file():
+                raise InputError(f"source list {path} does not exist")
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read source list {path}: {exc}") from None
+            for line in lines:
+                entry = line.split("#", 1)[0].strip()
+                if entry:
+                    listed = Path(entry).expanduser()
+                    sources.append(str(listed if listed.is_absolute() else path.parent / listed))
+        else:
+            sources.append(str(spec))
+    if not sources:
+        raise InputError("no sources to segment (the list files given are empty)")
+    return sources
+
+
+def output_name(source: str, output_kind: str) -> str:
+    """What the single-video path names the output of `source` (`<stem>_seg.mp4`, `<stem>_labels`)."""
+    path = Path(source)
+    stem = path.resolve().name if path.is_dir() else path.stem
+    return f"{stem}_labels" if output_kind == "labels" else f"{stem}_seg.mp4"
+
+
+def done_marker(output: Path) -> Path:
+    return output.with_name(output.name + ".json")
+
+
+def plan_jobs(sources: Sequence[str], output_dir: Path, output_kind: str) -> list[SourceJob]:
+    """One job per source with its output in `output_dir`; refuses live sources and name collisions.
+
+    Two sources with the same stem (a/street.mp4, b/street.mp4) are refused rather than renamed: a name
+    that depended on which other sources are in the run would break resuming.
+    """
+    jobs: list[SourceJob] = []
+    by_output: dict[str, str] = {}
+    for index, source in enumerate(sources):
+        if "://" in source or (source.isdigit() and not Path(source).exists()):
+            raise InputError(f"{source} is a camera or stream: it has no end, so it cannot be one source of "
+                             "a batch; run it alone with lrnnet-infer")
+        name = output_name(source, output_kind)
+        if name in by_output:
+            raise InputError(f"{by_output[name]} and {source} would both write {output_dir / name}: rename "
+                             "one, or run them with different --output-dir")
+        by_output[name] = source
+        jobs.append(SourceJob(index, source, output_dir / name, _expected_frames(source)))
+    return jobs
+
+
+def _expected_frames(source: str) -> int | None:
+    """The frame count the container (or folder) lists, without decoding; None when unknown."""
+    import cv2
+
+    from lrnnet.runtime.sources import IMAGE_SUFFIXES
+
+    path = Path(source)
+    if path.is_dir():
+        try:
+            return sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) or None
+        except OSError:
+            return None
+    if not path.is_file():
+        return None
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
+    finally:
+        capture.release()
+    return count or None
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """The folder may be created, but its parent must exist (a typo should not build a tree)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output-dir {output_dir} exists and is not a folder")
+    parent = output_dir.absolute().parent
+    if not output_dir.exists() and not parent.is_dir():
+        raise InputError(f"--output-dir {output_dir}: folder {parent} does not exist; create it first")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def output_settings(options: PipelineOptions) -> dict[str, Any]:
+    """The pipeline settings that change what is written (not warm-up, queue sizes or the FPS target)."""
+    return {"output_kind": options.output_kind, "alpha": options.alpha if options.output_kind == "overlay" else None,
+            "max_frames": options.max_frames, "fps": options.fps}
+
+
+def _source_stamp(source: str) -> dict[str, Any]:
+    path = Path(source)
+    if path.is_dir():  # an image folder: its listing (names, sizes, mtimes) in one digest
+        digest = hashlib.sha256()
+        for item in sorted(path.iterdir()):
+            if item.is_file():
+                stat = item.stat()
+                digest.update(f"{item.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return {"path": str(path.resolve()), "listing_sha256": digest.hexdigest()}
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _output_stamp(output: Path) -> dict[str, Any]:
+    if output.is_dir():
+        files = [p for p in output.iterdir() if p.is_file()]
+        return {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+    stat = output.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def is_complete(job: SourceJob, model_sha256: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The done-marker of `job` if it proves the output complete for this source, model and settings."""
+    try:
+        marker = json.loads(job.marker.read_text(encoding="utf-8"))
+        complete = (marker.get("schema") == MARKER_SCHEMA and marker.get("model_sha256") == model_sha256
+                    and marker.get("settings") == settings and marker.get("source") == _source_stamp(job.source)
+                    and marker.get("output") == _output_stamp(job.output))
+    except (OSError, ValueError, AttributeError):  # no marker, unreadable, not JSON, source or output gone
+        return None
+    return marker if complete else None
+
+
+# -- the worker (a Ray actor) -----------------------------------------------------------------------------
+
+
+class _CountingSource(FrameSource):
+    """A source that tells `on_frames(n)` how many frames it has handed out (the progress of an actor)."""
+
+    def __init__(self, inner: FrameSource, on_frames: Callable[[int], None]) -> None:
+        super().__init__(inner.description, inner.size, inner.fps, inner.expected_frames)
+        self.inner, self._on_frames = inner, on_frames
+        self.kind, self.live = inner.kind, inner.live
+        for name in ("path", "folder"):  # run_video refuses an output that is the source itself
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
+
+    def __iter__(self) -> Iterator[Any]:
+        for frame in self.inner:
+            yield frame
+            self._on_frames(1)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def default_output_stem(self) -> Path:
+        return self.inner.default_output_stem()
+
+
+class _FrameCounter:
+    """Frames handed to the pipeline per source index (a Ray actor the workers report to, the driver polls)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[int, int] = {}
+
+    def add(self, index: int, frames: int) -> None:
+        self.frames[index] = self.frames.get(index, 0) + frames
+
+    def get(self) -> dict[int, int]:
+        return self.frames
+
+
+class _SegmentWorker:
+    """One runner, loaded once; each call segments the source rows of one batch (of one row)."""
+
+    def __init__(self, model: str, model_sha256: str, backend: str, device: str | None,
+                 runner_options: dict[str, Any], threads: int, pipeline: PipelineOptions, counter: Any) -> None:
+        from lrnnet.runtime import open_runner
+        from lrnnet.runtime.sources import quiet_video_logs
+
+        quiet_video_logs()
+        self._model_sha256, self._pipeline, self._counter = model_sha256, pipeline, counter
+        self._settings = output_settings(pipeline)
+        self._where = f"{socket.gethostname()}:{os.getpid()}"
+        self._load_error: str | None = None
+        try:
+            if backend == "torch":
+                import torch
+
+                torch.set_num_threads(threads)
+            self._runner = open_runner(model, backend=backend, device=device, **runner_options)
+        except Exception as exc:  # noqa: BLE001 - every source of this actor fails with it, the job goes on
+            self._load_error = _one_line(exc, "model")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        results = []
+        for index, source, path, output in zip(batch["index"], batch["source"], batch["path"], batch["output"]):
+            results.append(json.dumps(self._segment(int(index), str(source), str(path), Path(str(output)))))
+        return {"result": results}
+
+    def _segment(self, index: int, source: str, path: str, output: Path) -> dict[str, Any]:
+        from lrnnet._io import write_json_atomic
+        from lrnnet.runtime.sources import open_source
+        from lrnnet.runtime.video import run_video
+
+        result: dict[str, Any] = {"index": index, "source": source, "output": str(output), "worker": self._where}
+        if self._load_error is not None:
+            return {**result, "status": "failed", "error": self._load_error}
+        counter = _Reporter(self._counter, index)
+        opened = None
+        try:
+            stamp = _source_stamp(path) if Path(path).exists() else None
+            opened = open_source(path)
+            report = run_video(self._runner, _CountingSource(opened, counter.add), output, self._pipeline)
+            summary = _source_summary(report)
+            write_json_atomic(done_marker(output), {
+                "schema": MARKER_SCHEMA, "lrnnet_version": lrnnet.__version__, "source": stamp,
+                "model_sha256": self._model_sha256, "settings": self._settings, "output": _output_stamp(output),
+                **summary, "report": report})
+            return {**result, "status": "done", "error": None, **summary}
+        except Exception as exc:  # noqa: BLE001 - a failed source is a result, not the end of the job
+            return {**result, "status": "failed", "error": _one_line(exc, source)}
+        finally:
+            counter.flush()
+            if opened is not None:
+                opened.close()
+
+
+class _Reporter:
+    """Batches an actor's frame counts into one counter call per _FLUSH_S (not one per frame)."""
+
+    def __init__(self, counter: Any, index: int) -> None:
+        self._counter, self._index = counter, index
+        self._pending, self._last = 0, time.monotonic()
+
+    def add(self, frames: int) -> None:
+        if self._counter is None:
+            return
+        self._pending += frames
+        if time.monotonic() - self._last >= _FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._counter is not None and self._pending:
+            self._counter.add.remote(self._index, self._pending)
+            self._pending, self._last = 0, time.monotonic()
+
+
+def _one_line(exc: BaseException, what: str) -> str:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, InputError):
+        return message
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename or what}"
+    return f"internal error: {type(exc).__name__}: {message}"
+
+
+def _source_summary(report: dict[str, Any]) -> dict[str, Any]:
+    in_to_out = report["latency_ms"][FRAME_IN_TO_OUT]
+    return {"frames": report["frames"], "fps": report["end_to_end_fps"], "model_fps": report["model_fps"],
+            "wall_s": report["wall_s"], "device": report["device"],
+            "latency_ms": {key: in_to_out.get(f"{key}_ms") for key in ("mean", "p50", "p90", "p99")},
+            "corrupt_frames_skipped": report["corrupt_frames_skipped"]}
+
+
+# -- Ray (driver) ------------------------------------------------------------------------------------------
+
+
+def _import_ray() -> Any:
+    ray = lazy_import("ray", "batch inference")
+    lazy_import("ray.data", "batch inference")
+    return ray
+
+
+def check_ray_address(address: str, timeout_s: float = _CONNECT_TIMEOUT_S) -> None:
+    """A TCP connect to the cluster's address, so that a wrong one fails in seconds, not after ray.init's retries."""
+    if address == "auto":
+        return  # a cluster started on this machine (ray start --head): ray.init finds it or fails at once
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port_text = host_port.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        raise InputError(f"--ray-address {address}: expected HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379), "
+                         "ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise InputError(f"cannot reach the Ray cluster at {address} ({reason} after at most {timeout_s:.0f} s): "
+                         "is `ray start --head` running there and the port open?") from None
+
+
+class _RaySession:
+    """Joins the Ray of this process, a cluster by address, or starts a local one; leaves what it started."""
+
+    def __init__(self, address: str | None, local_cpus: int) -> None:
+        ray = _import_ray()
+        self.ray = ray
+        self.started = False
+        if ray.is_initialized():  # a library caller (or a test) that joined a Ray already: use that one
+            self.address = _current_address(ray)
+            _quiet_ray_data()
+            return
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        import logging
+
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+        if address is not None:
+            check_ray_address(address)
+            _probe_gcs(address)
+            _bounded(lambda: ray.init(address=address, **kwargs), _INIT_TIMEOUT_S,
+                     f"cannot join the Ray cluster at {address}")
+            self.address = address
+        else:
+            # address="local": a new Ray of our own, never one another user left running on this machine
+            # (ray.init() alone joins the last cluster started here). In the main thread, not _bounded: Ray
+            # ties the life of the processes it starts to the thread that started them (PR_SET_PDEATHSIG).
+            try:
+                ray.init(address="local", num_cpus=local_cpus, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - a machine limit (no /tmp space, ports), one line
+                raise InputError(f"cannot start a local Ray: {' '.join(str(exc).split())[:300]}") from None
+            self.address = f"local ({_current_address(ray)}, started for this run)"
+        self.started = True
+        _quiet_ray_data()
+
+    def cpus(self) -> tuple[int, int]:
+        """(CPUs in the cluster, the most CPUs of one node)."""
+        total = int(self.ray.cluster_resources().get("CPU", 1))
+        per_node = [int(node.get("Resources", {}).get("CPU", 0)) for node in self.ray.nodes() if node.get("Alive")]
+        return max(1, total), max(1, max(per_node, default=total))
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def _current_address(ray: Any) -> str:
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:  # noqa: BLE001 - only for the report
+        return "unknown"
+
+
+def _bounded(fn: Callable[[], Any], timeout_s: float, what: str) -> None:
+    """Run `fn` in a thread and give up after `timeout_s` (ray.init has no timeout of its own).
+
+    Only for joining a cluster: ray.init then starts no process whose life is tied to this thread.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="lrnnet-ray-init", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise InputError(f"{what}: no answer within {timeout_s:.0f} s")
+    if errors:
+        exc = errors[0]
+        if isinstance(exc, InputError):
+            raise exc
+        raise InputError(f"{what}: {' '.join(str(exc).split())[:300]}") from None
+
+
+def _probe_gcs(address: str) -> None:
+    """Ask the address for Ray's GCS before ray.init, which retries a wrong one for 20 s and more (a port
+    that answers but is not Ray, such as an HTTP proxy). Ray's GcsClient is internal: skipped if it moved."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+
+    def probe() -> None:
+        try:
+            GcsClient(address=address)
+        except TypeError:  # another Ray's signature: leave it to ray.init
+            pass
+
+    _bounded(probe, _PROBE_TIMEOUT_S, f"{address} is not a Ray cluster's GCS (`ray start --head` prints the address)")
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data's own bars and INFO lines stay off the terminal (our one bar says it; its logs stay in files)."""
+    import logging
+
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.max_errored_blocks = -1  # a row whose actor died is lost, not the job: reported as failed
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+def plan_threads(workers: int, cluster_cpus: int, node_cpus: int, threads: int | None) -> int:
+    """Threads per actor so that workers x threads fit the cores (and one actor fits a node)."""
+    if threads is not None:
+        return threads
+    return max(1, min(node_cpus, cluster_cpus // workers))
+
+
+def _needs_gpu(model: Path, backend: str, device: str | None) -> bool:
+    from lrnnet.runtime import backend_for_path
+
+    chosen = backend_for_path(model) if backend == "auto" else backend
+    return chosen == "tensorrt" or (device is not None and (device.startswith("cuda") or device == "tensorrt"))
+
+
+# -- the job ---------------------------------------------------------------------------------------------
+
+
+def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, output_dir: str | Path,
+              options: BatchOptions | None = None) -> dict[str, Any]:
+    """Segment every source on Ray; returns the batch report (one entry per source, and the aggregate).
+
+    Bad input (no sources, a missing output-dir parent, colliding names, a missing model, an unreachable
+    Ray address) raises InputError before anything is written. A source that fails does not: it is in
+    the report with status "failed" and its reason; the caller decides the exit status.
+    """
+    options = options or BatchOptions()
+    model, output_dir = Path(model), Path(output_dir)
+    from lrnnet.runtime import backend_for_path
+
+    jobs = plan_jobs(read_sources(sources), output_dir, options.pipeline.output_kind)
+    check_output_dir(output_dir)
+    if not model.is_file():
+        raise InputError(f"model {model} does not exist" if not model.exists() else f"model {model} is not a file")
+    backend_for_path(model)  # an unknown model type fails here, not once per source in the workers
+    model_sha256 = file_sha256(model)
+    settings = output_settings(options.pipeline)
+
+    skipped: dict[int, dict[str, Any]] = {}
+    for job in jobs:
+        marker = is_complete(job, model_sha256, settings)
+        if marker is not None:
+            skipped[job.index] = {"index": job.index, "source": job.source, "output": str(job.output),
+                                  "status": "skipped", "error": None,
+                                  **{key: marker.get(key) for key in ("frames", "fps", "model_fps", "latency_ms",
+                                                                      "device", "wall_s")}}
+    todo = [job for job in jobs if job.index not in skipped]
+    if skipped:
+        logger.info("Skipped %d already complete (a done-marker matches source, model and settings)", len(skipped))
+
+    results: dict[int, dict[str, Any]] = dict(skipped)
+    session = None
+    threads = options.threads or 1
+    startup_s = wall_s = 0.0
+    try:
+        if todo:
+            from lrnnet.runtime._device import cpu_threads
+
+            start = time.perf_counter()
+            local_cpus = max(cpu_threads(), options.workers * (options.threads or 1))
+            session = _RaySession(options.ray_address, local_cpus)
+            cluster_cpus, node_cpus = session.cpus()
+            threads = plan_threads(options.workers, cluster_cpus, node_cpus, options.threads)
+            output_dir.mkdir(exist_ok=True)
+            startup_s = time.perf_counter() - start
+            logger.info("Ray %s: %d workers x %d threads on %d CPUs", session.address, options.workers, threads,
+                        cluster_cpus)
+            start = time.perf_counter()
+            results.update(_execute(session.ray, todo, model, model_sha256, options, threads))
+            wall_s = time.perf_counter() - start
+        address = session.address if session is not None else None
+    finally:
+        if session is not None:
+            session.close()
+    return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
+
+
+def _execute(ray: Any, jobs: list[SourceJob], model: Path, model_sha256: str, options: BatchOptions,
+             threads: int) -> dict[int, dict[str, Any]]:
+    import ray.data
+
+    runner_options = dict(options.runner_options)
+    backend = backend_name(model, options.backend)
+    if backend == "onnxruntime":
+        runner_options.setdefault("threads", threads)
+    listed = {job.index: _listed_frames(job, options.pipeline) for job in jobs}
+    bar = progress_bar("Segmenting", total=sum(frames or 0 for frames in listed.values()), unit="frame")
+    counter = ray.remote(num_cpus=0)(_FrameCounter).remote() if not bar.disable else None
+    # Absolute paths: a worker's working directory is not the driver's (and on a cluster not even its machine).
+    rows = [{"index": job.index, "source": job.source, "path": str(Path(job.source).absolute()),
+             "output": str(job.output.absolute())} for job in jobs]
+    with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+        dataset = _dataset(ray, rows, model, model_sha256, options, backend, runner_options, threads, counter)
+
+    arrived: queue.Queue = queue.Queue()
+
+    def consume() -> None:
+        try:
+            for row in dataset.iter_rows():
+                arrived.put(json.loads(row["result"]))
+        except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
+            arrived.put(exc)
+        arrived.put(None)
+
+    results: dict[int, dict[str, Any]] = {}
+    by_index = {job.index: job for job in jobs}
+    consumer = threading.Thread(target=consume, name="lrnnet-batch-results", daemon=True)
+    consumer.start()
+    try:
+        while True:
+            try:
+                item = arrived.get(timeout=_POLL_S)
+            except queue.Empty:
+                item = "poll"
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, dict):
+                item["output"] = str(by_index[item["index"]].output)  # as the driver names it, not the worker
+                results[item["index"]] = item
+                if not bar.disable:
+                    bar.write(_finished_line(item), file=sys.stderr)
+            if counter is not None:
+                bar.n, bar.total = _bar_position(ray.get(counter.get.remote()), results, listed)
+                bar.refresh()
+    finally:
+        bar.close()
+    for job in jobs:  # rows lost with their actor (killed, segfault): Ray Data dropped them, we do not
+        if job.index not in results:
+            results[job.index] = {"index": job.index, "source": job.source, "output": str(job.output),
+                                  "status": "failed", "error": "the worker process died while segmenting it "
+                                  "(out of memory? a crash in a native library?); see the Ray logs"}
+    return results
+
+
+def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: str, options: BatchOptions,
+             backend: str, runner_options: dict[str, Any], threads: int, counter: Any) -> Any:
+    gpus = 1 if _needs_gpu(model, options.backend, options.device) else 0
+    # One block per row, so that rows go to whichever actor is free (a block is the unit handed out).
+    return ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        _SegmentWorker, batch_size=1, batch_format="numpy",
+        # One source at a time per actor: a source queued behind another on a busy actor would wait while
+        # an idle actor has nothing (Ray Data's default queues several per actor).
+        compute=ray.data.ActorPoolStrategy(size=min(options.workers, len(rows)), max_tasks_in_flight_per_actor=1),
+        fn_constructor_kwargs={"model": str(model.absolute()), "model_sha256": model_sha256, "backend": backend,
+                               "device": options.device, "runner_options": runner_options, "threads": threads,
+                               "pipeline": options.pipeline, "counter": counter},
+        num_cpus=threads, num_gpus=gpus or None,
+        # A source that crashes its actor fails once, not in a loop; Ray still restarts the actor.
+        max_task_retries=0)
+
+
+def backend_name(model: Path, backend: str) -> str:
+    from lrnnet.runtime import backend_for_path
+
+    return backend_for_path(model) if backend == "auto" else backend
+
+
+def _listed_frames(job: SourceJob, pipeline: PipelineOptions) -> int | None:
+    if job.expected_frames is None or pipeline.max_frames is None:
+        return job.expected_frames
+    return min(job.expected_frames, pipeline.max_frames)
+
+
+def _bar_position(counts: dict[int, int], finished: dict[int, dict[str, Any]],
+                  listed: dict[int, int | None]) -> tuple[int, int]:
+    """(frames so far, frames in all) for the bar: a source as listed by its container once it is finished
+    (a failed one moves the bar to its end), as counted while it runs; unlisted ones grow the total."""
+    position = total = 0
+    for index, frames in listed.items():
+        seen = counts.get(index, 0)
+        if index in finished:
+            position += frames if frames is not None else seen
+        else:
+            position += seen
+        total += frames if frames is not None else seen
+    return position, total
+
+
+def _finished_line(result: dict[str, Any]) -> str:
+    if result["status"] == "failed":
+        return f"failed  {result['source']}: {result['error']}"
+    fps = f", {result['fps']:.1f} FPS" if result.get("fps") else ""
+    return f"done    {result['source']}: {result['frames']} frames{fps} -> {result['output']}"
+
+
+def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], options: BatchOptions, threads: int,
+                  address: str | None, startup_s: float, wall_s: float, model: Path) -> dict[str, Any]:
+    entries = [results[job.index] for job in jobs]
+    for entry in entries:
+        entry.pop("index", None)
+    done = [e for e in entries if e["status"] == "done"]
+    frames = sum(e.get("frames") or 0 for e in done)
+    devices = sorted({e["device"] for e in done if e.get("device")})
+    return {
+        "lrnnet_version": lrnnet.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": str(model),
+        "output_kind": options.pipeline.output_kind,
+        "ray_address": address,  # None when every source was already complete (no Ray was needed)
+        "workers": options.workers,
+        "threads_per_worker": threads,
+        "host": platform.node(),
+        "device": ", ".join(devices) if devices else None,
+        "sources_total": len(entries),
+        "done": len(done),
+        "failed": sum(e["status"] == "failed" for e in entries),
+        "skipped": sum(e["status"] == "skipped" for e in entries),
+        "total_frames": frames,  # segmented in this run (skipped sources not counted)
+        "ray_startup_s": startup_s,
+        "wall_s": wall_s,  # the job, Ray startup excluded
+        "frames_per_s": frames / wall_s if frames and wall_s > 0 else None,
+        "sources": entries,
+    }
+
+
+def format_batch_summary(report: dict[str, Any]) -> str:
+    """A few lines: counts, aggregate speed, and each failed source with its reason."""
+    lines = [(f"Sources    {report['sources_total']}: {report['done']} done, {report['failed']} failed, "
+              f"{report['skipped']} skipped already complete")]
+    if report["done"]:
+        lines.append(f"Frames     {report['total_frames']} in {report['wall_s']:.2f} s: "
+                     f"{report['frames_per_s']:.1f} frames/s with {report['workers']} workers x "
+                     f"{report['threads_per_worker']} threads ({report['device']})")
+    if report["ray_address"]:
+        lines.append(f"Ray        {report['ray_address']}")
+    lines += [f"Failed     {e['source']}: {e['error']}" for e in report["sources"] if e["status"] == "failed"]
+    return "\n".join(lines)

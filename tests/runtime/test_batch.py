@@ -1,0 +1,250 @@
+"""Many sources on a real local Ray (2 workers): every output complete and in order, a bad source isolated,
+reruns that skip finished work, the batch report, and bad input that fails at once without output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_helpers import read_video
+
+from lrnnet.cli.infer import main
+from lrnnet.data.synthetic import write_synthetic_video
+from lrnnet.runtime import open_runner
+from lrnnet.runtime.batch import (
+    BatchOptions,
+    SourceJob,
+    file_sha256,
+    is_complete,
+    output_settings,
+    plan_jobs,
+    read_sources,
+    run_batch,
+)
+from lrnnet.runtime.video import PipelineOptions, run_video
+
+ray = pytest.importorskip("ray", reason="Ray is the lrnnet[ray] extra (make install installs it)")
+
+VIDEO_SIZE = (64, 128)
+FRAMES = 10
+GOOD = ("north", "south", "east", "west")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray with 2 CPUs for the whole file (starting one takes seconds); run_batch joins it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging():
+    """Each in-process CLI run sets up its own stderr handler (see test_infer_cli.py)."""
+    logger = logging.getLogger("lrnnet")
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    yield
+    logger.handlers[:] = saved
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    """Four street videos (different seeds, so each output differs) and a corrupt one."""
+    folder = tmp_path_factory.mktemp("batch_sources")
+    videos = {name: write_synthetic_video(folder / f"{name}.mp4", size=VIDEO_SIZE, frames=FRAMES, seed=seed)
+              for seed, name in enumerate(GOOD)}
+    corrupt = folder / "broken.mp4"
+    corrupt.write_bytes(videos["north"].read_bytes()[: 600])  # a header cut short: no frame decodes
+    videos["broken"] = corrupt
+    return videos
+
+
+@pytest.fixture(scope="module")
+def first_run(local_ray, sources, tiny_onnx, tmp_path_factory):
+    """lrnnet-infer on the five sources, 2 workers, into a fresh folder: (rc, stdout, stderr, out dir, report)."""
+    root = tmp_path_factory.mktemp("batch_run")
+    out, report = root / "out", root / "report.json"
+    rc, stdout, stderr = _cli(*sources.values(), "--model", tiny_onnx, "--output-dir", out, "--workers", "2",
+                              "--report", report)
+    return rc, stdout, stderr, out, json.loads(report.read_text())
+
+
+def _cli(*argv, capsys=None) -> tuple[int, str, str]:
+    """Run lrnnet-infer in this process; capsys where the test has it (the log handler follows it)."""
+    import contextlib
+    import io
+
+    if capsys is not None:
+        rc = main([*map(str, argv), "--no-progress"])
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        rc = main([*map(str, argv), "--no-progress"])
+    return rc, stdout.getvalue(), stderr.getvalue()
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_four_outputs_complete_and_in_order_and_the_bad_one_reported(first_run, sources, tiny_onnx, tmp_path):
+    rc, stdout, stderr, out, report = first_run
+    assert rc == 2, stderr  # one source failed: non-zero at the end, after the others finished
+    assert "1 of 5 sources failed" in stderr and "broken.mp4" in stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{n}_seg.mp4" for n in GOOD] + [f"{n}_seg.mp4.json" for n in GOOD])  # nothing for the broken one
+
+    # Oracle: the single-process path on the same videos with the same model.
+    with open_runner(tiny_onnx, threads=1) as runner:
+        for name in GOOD:
+            reference = tmp_path / f"{name}_seg.mp4"
+            run_video(runner, sources[name], reference, PipelineOptions())
+            got, want = read_video(out / f"{name}_seg.mp4"), read_video(reference)
+            assert len(got) == len(want) == FRAMES
+            for index, frame in enumerate(got):  # frame i is the reference's frame i, not a neighbour
+                errors = [np.abs(frame.astype(int) - other).mean() for other in want]
+                assert int(np.argmin(errors)) == index and errors[index] < 1.0, (name, index, errors)
+
+    assert [Path(e["source"]).name for e in report["sources"]] == [f"{n}.mp4" for n in GOOD] + ["broken.mp4"]
+    by_name = {Path(e["source"]).stem: e for e in report["sources"]}
+    assert by_name["broken"]["status"] == "failed" and "broken.mp4" in by_name["broken"]["error"]
+    assert "\n" not in by_name["broken"]["error"]
+    for name in GOOD:
+        entry = by_name[name]
+        assert entry["status"] == "done" and entry["error"] is None and entry["frames"] == FRAMES
+        assert entry["fps"] > 0 and set(entry["latency_ms"]) >= {"p50", "p90", "p99"}
+    assert report["done"] == 4 and report["failed"] == 1 and report["skipped"] == 0
+    assert report["total_frames"] == 4 * FRAMES and report["frames_per_s"] > 0 and report["workers"] == 2
+    assert report["ray_address"] and report["lrnnet_version"] and "CPU" in report["device"]
+    assert len({e["worker"] for e in report["sources"]}) == 2  # both actors took sources
+
+
+def test_rerun_skips_the_four_complete_outputs_without_rewriting_them(first_run, sources, tiny_onnx, capsys,
+                                                                      caplog):
+    _, _, _, out, _ = first_run
+    before = _mtimes(out)
+    rc, stdout, stderr = _cli(*sources.values(), "--model", tiny_onnx, "--output-dir", out, "--workers", "2",
+                              capsys=capsys)
+    assert rc == 2  # the broken source is tried again, and fails again
+    # The log line reaches stderr in a command; in pytest Ray Data's logging setup may route it to caplog.
+    assert "Skipped 4 already complete" in stderr + caplog.text and "4 skipped already complete" in stdout
+    assert _mtimes(out) == before
+
+    good = [sources[name] for name in GOOD]
+    report = run_batch(good, tiny_onnx, out, BatchOptions(workers=2))
+    assert report["skipped"] == 4 and report["done"] == report["failed"] == 0
+    assert report["ray_address"] is None  # nothing to do: no Ray needed
+    assert _mtimes(out) == before
+
+
+def test_a_marker_of_another_model_source_or_setting_is_not_complete(first_run, sources, tiny_onnx, tmp_path):
+    _, _, _, out, _ = first_run
+    digest, settings = file_sha256(tiny_onnx), output_settings(PipelineOptions())
+    job = SourceJob(0, str(sources["north"]), out / "north_seg.mp4")
+    assert is_complete(job, digest, settings) is not None
+    assert is_complete(job, "0" * 64, settings) is None  # a stale output of another model is redone
+    assert is_complete(job, digest, output_settings(PipelineOptions(output_kind="mask"))) is None
+    assert is_complete(job, digest, output_settings(PipelineOptions(max_frames=3))) is None
+
+    copy = tmp_path / "north.mp4"  # the same name, another file (its size/mtime differ)
+    copy.write_bytes(sources["north"].read_bytes() + b"\0")
+    assert is_complete(SourceJob(0, str(copy), out / "north_seg.mp4"), digest, settings) is None
+
+
+@pytest.mark.slow
+def test_a_changed_output_is_redone_and_labels_folders_resume(local_ray, sources, tiny_onnx, tmp_path):
+    good = [sources[name] for name in GOOD[:2]]
+    options = BatchOptions(workers=2, pipeline=PipelineOptions(output_kind="labels", warmup=0))
+    report = run_batch(good, tiny_onnx, tmp_path, options)
+    assert report["done"] == 2
+    folder = tmp_path / "north_labels"
+    assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:06d}_trainIds.png" for i in range(FRAMES)]
+
+    (folder / "frame_000003_trainIds.png").unlink()  # damaged after the run: no longer complete
+    report = run_batch(good, tiny_onnx, tmp_path, options)
+    assert (report["done"], report["skipped"]) == (1, 1)
+    assert len(list(folder.iterdir())) == FRAMES
+
+
+def test_list_file_with_comments_and_relative_paths(tmp_path):
+    (tmp_path / "clips").mkdir()
+    listing = tmp_path / "clips" / "sources.txt"
+    listing.write_text("# dashcam, day 1\nnorth.mp4\n\n  /data/south.mp4  # absolute\n")
+    assert read_sources([listing, "east.mp4"]) == [str(tmp_path / "clips" / "north.mp4"), "/data/south.mp4",
+                                                  "east.mp4"]
+
+
+def test_two_sources_with_one_stem_are_refused(tmp_path):
+    with pytest.raises(Exception, match="would both write"):
+        plan_jobs(["a/street.mp4", "b/street.mp4"], tmp_path / "out", "overlay")
+
+
+@pytest.mark.parametrize("case", ["no sources", "empty list", "output-dir parent", "same stem", "workers 0",
+                                  "camera", "-o with many"])
+def test_bad_input_is_exit_2_and_no_output(case, sources, tiny_onnx, tmp_path):
+    out = tmp_path / "out"
+    two = [sources["north"], sources["south"]]
+    args = {
+        "no sources": ["--model", tiny_onnx, "--output-dir", out],
+        "empty list": [_write(tmp_path / "empty.txt", "# nothing yet\n"), "--model", tiny_onnx, "--output-dir", out],
+        "output-dir parent": [*two, "--model", tiny_onnx, "--output-dir", tmp_path / "missing" / "out"],
+        "same stem": [sources["north"], _copy(sources["north"], tmp_path / "b" / "north.mp4"), "--model", tiny_onnx,
+                      "--output-dir", out],
+        "workers 0": [*two, "--model", tiny_onnx, "--output-dir", out, "--workers", "0"],
+        "camera": [sources["north"], "0", "--model", tiny_onnx, "--output-dir", out],
+        "-o with many": [*two, "--model", tiny_onnx, "-o", tmp_path / "x.mp4", "--output-dir", out],
+    }[case]
+    rc, _, stderr = _cli(*args)
+    assert rc == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("lrnnet-infer: error:") and "Traceback" not in stderr
+    assert not out.exists() and not (tmp_path / "missing").exists() and not (tmp_path / "x.mp4").exists()
+
+
+def test_unreachable_ray_address_fails_within_seconds(sources, tiny_onnx, tmp_path):
+    """A real process (no Ray in it yet) against a closed port: one line, exit 2, well before ray.init would."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "lrnnet.cli.infer", str(sources["north"]), str(sources["south"]),
+                             "--model", str(tiny_onnx), "--output-dir", str(out), "--ray-address",
+                             f"127.0.0.1:{port}", "--no-progress"], check=False, capture_output=True, text=True,
+                            timeout=60)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2, result.stderr
+    assert elapsed < 15, elapsed
+    assert result.stderr.strip().splitlines()[-1].startswith("lrnnet-infer: error: cannot reach the Ray cluster")
+    assert not out.exists()
+
+
+def test_one_source_keeps_the_single_process_path(sources, tiny_onnx, tmp_path):
+    """One source and --output-dir: no Ray, the single-video report, the name a batch would give it."""
+    rc, stdout, stderr = _cli(sources["north"], "--model", tiny_onnx, "--output-dir", tmp_path, "--max-frames", "2")
+    assert rc == 0, stderr
+    assert "Model-only FPS" in stdout and "Sources" not in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["north_seg.mp4"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _copy(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes())
+    return target
