@@ -473,9 +473,11 @@ def _probe_gcs(address: str) -> None:
     that answers but is not Ray, such as an HTTP proxy). Ray's GcsClient is internal: skipped if it moved."""
     if address == "auto" or address.startswith("ray://"):
         return
+    import importlib
+
     try:
-        from ray._raylet import GcsClient
-    except ImportError:
+        GcsClient = importlib.import_module("ray._raylet").GcsClient
+    except (ImportError, AttributeError):
         return
 
     def probe() -> None:
