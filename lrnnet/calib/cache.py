@@ -106,8 +106,8 @@ def read_cache(path: str | Path, key: CalibrationKey, *, digest: str | None = No
     if differences:
         line = f"calibration cache {path} was made for {', '.join(differences)}"
         if not recalibrate:
-            raise InputError(f"{line}: pass --calib-data to recalibrate (it will be overwritten), or the cache "
-                             "made for this model and these settings")
+            raise InputError(f"{line}: cannot recalibrate without calibration images; pass --calib-data (the cache "
+                             "will be overwritten), or the cache made for this model and these settings")
         logger.info("%s: recalibrating and overwriting it", line)
         return None
     return cache
@@ -116,7 +116,8 @@ def read_cache(path: str | Path, key: CalibrationKey, *, digest: str | None = No
 def _parse(path: Path) -> CalibrationCache:
     """The cache file, validated (schema, types, finite and plausible ranges); InputError naming what is wrong."""
     def invalid(reason: str) -> InputError:
-        return InputError(f"calibration cache {path} is not valid: {reason}; delete it or pass another --calib-cache")
+        return InputError(f"{path} is not an lrnnet calibration cache ({reason}); delete it or pass another "
+                          "--calib-cache")
 
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -128,6 +129,7 @@ def _parse(path: Path) -> CalibrationCache:
         raise invalid(f"a JSON {type(raw).__name__}, not an object")
     if raw.get("format") != CACHE_FORMAT:
         raise invalid(f"format {raw.get('format')!r}, expected {CACHE_FORMAT!r}")
+    raw.setdefault("root", "")  # where the images were is a note, not part of the cache's meaning
     fields: tuple[tuple[str, tuple[type, ...]], ...] = (
         ("key", (dict,)), ("digest", (str,)), ("images_used", (int,)), ("root", (str,)), ("ort_tensors_data", (dict,)))
     for name, types in fields:
@@ -173,13 +175,16 @@ def _check_ranges(tensors_data: dict[str, Any], invalid: Any) -> None:
 
 
 def _number(value: Any) -> float:
-    """A range end as save_tensors_data writes it: a number, or {"CLS": "numpy.array", "data": number or [number]}."""
+    """A range end as save_tensors_data writes it: a number, or {"CLS": "numpy.array", "data": number or [number]}.
+
+    An empty array (a tensor the calibration never saw filled) reads as 0, as ``CalibrationCache.amax`` reads it.
+    """
     if isinstance(value, dict):
         value = value.get("data")
-    if isinstance(value, list):
-        if len(value) != 1:
+    while isinstance(value, list):
+        if len(value) > 1:
             raise ValueError(f"{len(value)} values")
-        value = value[0]
+        value = value[0] if value else 0.0
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(_kind(value))
     return float(value)
@@ -213,13 +218,14 @@ def check_cache_against_graph(cache: CalibrationCache, model: Any, path: str | P
     names = set(cache.ort_tensors_data["data"])
     unknown = sorted(names - tensors)
     if unknown:
-        raise InputError(f"calibration cache {path} is not valid: it has ranges for {len(unknown)} tensors this "
-                         f"graph does not have, e.g. '{unknown[0]}'; delete it or pass another --calib-cache")
+        raise InputError(f"{path} is not an lrnnet calibration cache for this graph (it has ranges for "
+                         f"{len(unknown)} tensors the graph does not have, e.g. '{unknown[0]}'); delete it or pass "
+                         "another --calib-cache")
     initializers = {init.name for init in graph.initializer}
     missing = [i.name for i in graph.input if i.name not in initializers and i.name not in names]
     if missing:
-        raise InputError(f"calibration cache {path} is not valid: no range for the graph input '{missing[0]}'; "
-                         "delete it or pass another --calib-cache")
+        raise InputError(f"{path} is not an lrnnet calibration cache for this graph (no range for the graph input "
+                         f"'{missing[0]}'); delete it or pass another --calib-cache")
 
 
 def write_cache(path: str | Path, cache: CalibrationCache) -> None:

@@ -98,7 +98,8 @@ def test_mismatch_without_data_is_an_input_error(workdir, capsys):
     cache = (workdir / "calib.json").read_bytes()
     assert main(["--int8", "--calib-cache", "calib.json", "--calib-images", "3", "-o", "out.onnx"]) == 2
     line = _one_error_line(capsys)
-    assert "calib.json was made for 2 images (now 3): pass --calib-data to recalibrate" in line
+    assert "calib.json was made for 2 images (now 3): cannot recalibrate without calibration images; " \
+           "pass --calib-data" in line
     assert not (workdir / "out.onnx").exists() and (workdir / "calib.json").read_bytes() == cache
 
 
@@ -130,7 +131,7 @@ def _corrupt(cache: dict, how: str) -> str:
     ("NaN range", "non-finite range"),
     ("string range", "not a number"),
     ("inverted range", "above highest"),
-    ("unknown tensor", "tensors this graph does not have, e.g. 'no_such_tensor'"),
+    ("unknown tensor", "tensors the graph does not have, e.g. 'no_such_tensor'"),
     ("no ranges", "no tensor ranges"),
     ("images is a string", "key 'images' is a str"),
     ("missing digest", "'digest' is missing"),
@@ -152,7 +153,7 @@ def test_broken_cache_with_an_unchanged_key_is_refused(workdir, capsys, how, rea
     written = cache_path.read_bytes()
     assert _build() == 2
     line = _one_error_line(capsys)
-    assert "calibration cache calib.json is not valid: " in line and reason in line, line
+    assert "calib.json is not an lrnnet calibration cache" in line and reason in line, line
     assert not (workdir / "out.onnx").exists() and not (workdir / "out.onnx.json").exists()
     assert cache_path.read_bytes() == written  # never overwritten by a failed build
 
