@@ -35,6 +35,7 @@ def _alpha(text: str) -> float:
 def build_parser() -> Parser:
     from lrnnet.runtime.factory import BACKENDS
     from lrnnet.runtime.latency import PAPER_FPS
+    from lrnnet.runtime.sources import STREAM_TIMEOUT_S
     from lrnnet.runtime.video import OUTPUT_KINDS
 
     parser = make_parser(PROG, "Segment a video file, an image folder (e.g. Cityscapes demoVideo), a camera index "
@@ -67,6 +68,8 @@ def build_parser() -> Parser:
                         help="untimed inferences before the first frame")
     parser.add_argument("--fps", type=positive_float, default=None,
                         help="output frame rate (default the source's; 17 for image folders)")
+    parser.add_argument("--timeout", type=positive_float, default=STREAM_TIMEOUT_S, metavar="S",
+                        help="a stream URL that sends nothing for S seconds, opening or between frames, fails")
     batch = parser.add_argument_group("many sources (Ray; pip install 'lrnnet[ray]')")
     batch.add_argument("--output-dir", type=Path, default=None,
                        help="folder of the outputs, one per source named from it (<stem>_seg.mp4 or "
@@ -119,7 +122,7 @@ def _body(args: argparse.Namespace) -> int:
     preflight(inputs=[args.model, args.source if Path(args.source).exists() else None],
               outputs=[args.report, None if args.output == "labels" else args.out],
               folders=[args.out if args.output == "labels" else None])
-    source = open_source(args.source)  # first: a bad source fails before a model is loaded
+    source = open_source(args.source, timeout_s=args.timeout)  # first: a bad source fails before a model is loaded
     try:
         model = args.model if args.model is not None else default_model()
         runner_options = {}

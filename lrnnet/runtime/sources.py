@@ -4,11 +4,17 @@ A source is opened (and its first frame decoded) before any output is created, s
 a non-video, a zero-frame video or an unreadable codec fails at once with one InputError. While
 iterating, a frame that cannot be decoded comes back as a `Frame` with `image=None` and a reason:
 the pipeline warns, skips and counts it.
+
+Video files and stream URLs are decoded by PyAV (FFmpeg) where it is installed, which gives each
+frame its presentation timestamp; OpenCV's capture is the fallback (and reads camera indices).
+A stream (rtsp://, http://, ...) has an open and a read timeout: a server that accepts the
+connection and then says nothing fails with one InputError after `timeout_s`, and never hangs.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -21,14 +27,15 @@ import numpy as np
 from lrnnet.errors import InputError
 from lrnnet.log import logger
 
-__all__ = ["IMAGE_SUFFIXES", "CameraSource", "Frame", "FrameSource", "ImageFolderSource", "VideoFileSource",
-           "open_source", "quiet_video_logs"]
+__all__ = ["IMAGE_SUFFIXES", "STREAM_TIMEOUT_S", "CameraSource", "Frame", "FrameSource", "ImageFolderSource",
+           "PyAVSource", "VideoFileSource", "open_source", "quiet_video_logs"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 CITYSCAPES_VIDEO_FPS = 17.0  # demoVideo's frame rate: the output rate of an image folder
 # A failed read before the container's frame count is reached is a corrupt frame if a later read
 # succeeds; after this many failures in a row it is the end of the stream.
 _MAX_FAILED_READS = 5
+STREAM_TIMEOUT_S = 10.0  # a stream that sends nothing for this long (opening, or between frames) has failed
 
 
 @dataclass
@@ -38,6 +45,11 @@ class Frame:
     image: np.ndarray | None  # BGR uint8 HxWx3; None when it could not be decoded
     decode_ms: float
     error: str = ""
+    # When the frame was captured, on time.perf_counter()'s clock, for a live source whose stream has
+    # timestamps: its presentation time plus the smallest (arrival - presentation time) seen so far,
+    # so no frame is captured after it arrived (the stream's clock anchored at its fastest delivery).
+    # The pipeline reports capture -> output latency from it; None elsewhere.
+    captured_at: float | None = None
 
 
 class FrameSource(abc.ABC):
@@ -144,9 +156,14 @@ class CameraSource(_CaptureSource):
     kind = "camera"
     live = True
 
-    def __init__(self, spec: str | int) -> None:
+    def __init__(self, spec: str | int, timeout_s: float = STREAM_TIMEOUT_S) -> None:
         self.spec = spec
-        capture = cv2.VideoCapture(int(spec) if str(spec).isdigit() else str(spec))
+        if str(spec).isdigit():
+            capture = cv2.VideoCapture(int(spec))
+        else:  # OpenCV's FFmpeg backend honours these (4.6+); without them a stalled stream blocks forever
+            milliseconds = int(timeout_s * 1000)
+            capture = cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds,
+                                                                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
         if not capture.isOpened():
             what = f"camera {spec}" if str(spec).isdigit() else f"stream {spec}"
             raise InputError(f"cannot open {what} (no such device, or the stream is unreachable)")
@@ -201,6 +218,128 @@ class ImageFolderSource(FrameSource):
         return folder.with_name(f"{folder.name}_seg")
 
 
+class PyAVSource(FrameSource):
+    """A video file or a stream URL decoded by PyAV, each frame with its timestamp; first frame read at open.
+
+    Raises InputError when the source cannot be opened, holds no video, or (a stream) says nothing
+    within `timeout_s`; `_NotForPyAV` when a local file is better left to OpenCV (which then gives
+    the error message of record).
+    """
+
+    def __init__(self, spec: str | Path, live: bool, timeout_s: float = STREAM_TIMEOUT_S) -> None:
+        import av
+
+        self.live = live
+        self._av = av
+        text = self._spec_text = str(spec)
+        self.timeout_s = timeout_s
+        options: dict[str, str] = {}
+        if live:
+            microseconds = str(int(timeout_s * 1_000_000))
+            # FFmpeg's own socket timeouts as a second line of defence under PyAV's interrupt timeout:
+            # rtsp `timeout` (FFmpeg 5+; `stimeout` before), http/tcp `rw_timeout`; RTSP over TCP so
+            # that a firewall dropping UDP does not look like a stall.
+            options = {"timeout": microseconds, "rw_timeout": microseconds}
+            if text.lower().startswith("rtsp"):
+                options.update(rtsp_transport="tcp", stimeout=microseconds)
+        start = time.perf_counter()
+        try:
+            self._container = av.open(text, options=options, timeout=(timeout_s, timeout_s))
+        except av.FFmpegError as exc:
+            if not live:
+                raise _NotForPyAV(str(exc)) from exc
+            raise InputError(_stream_failure(text, exc, time.perf_counter() - start, timeout_s, "open")) from exc
+        try:
+            if not self._container.streams.video:
+                raise (InputError(f"stream {text} holds no video") if live else _NotForPyAV("no video stream"))
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            self._frames = self._decode()
+            start = time.perf_counter()
+            first = next(self._frames, None)
+        except BaseException:
+            self._container.close()
+            raise
+        if first is None or first.image is None:
+            self._container.close()
+            if not live:
+                raise _NotForPyAV("no first frame")
+            raise InputError(f"stream {text}: no frame could be decoded")
+        first.decode_ms = (time.perf_counter() - start) * 1000.0
+        self._first: Frame | None = first
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        count = int(self._stream.frames or 0)
+        super().__init__(text, first.image.shape[:2],
+                         fps if fps > 0 and np.isfinite(fps) else CITYSCAPES_VIDEO_FPS,
+                         count if count > 0 and not live else None)
+
+    def _decode(self) -> Iterator[Frame]:
+        """Frames in order; a packet FFmpeg cannot decode gives one corrupt Frame; a stall raises InputError."""
+        av = self._av
+        index, clock_offset = 0, float("inf")  # perf_counter() - presentation time, the smallest seen
+        time_base = self._stream.time_base
+        packets = self._container.demux(self._stream)
+        while True:
+            start = time.perf_counter()
+            try:
+                packet = next(packets, None)
+            except av.FFmpegError as exc:
+                if self.live:
+                    raise InputError(_stream_failure(self._spec_text, exc, time.perf_counter() - start,
+                                                     self.timeout_s, "read")) from exc
+                return  # a file damaged past repair: the end (the count of missing frames shows it)
+            if packet is None:
+                return
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as exc:
+                yield Frame(index, f"frame_{index:06d}", None, (time.perf_counter() - start) * 1000.0,
+                            f"could not be decoded ({type(exc).__name__})")
+                index += 1
+                continue
+            for video_frame in decoded:
+                image = video_frame.to_ndarray(format="bgr24")
+                decode_ms = (time.perf_counter() - start) * 1000.0
+                captured_at = None
+                if self.live and video_frame.pts is not None and time_base is not None:
+                    pts_s = float(video_frame.pts * time_base)
+                    clock_offset = min(clock_offset, time.perf_counter() - pts_s)
+                    captured_at = pts_s + clock_offset
+                yield Frame(index, f"frame_{index:06d}", image, decode_ms, captured_at=captured_at)
+                index += 1
+                start = time.perf_counter()
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._first is not None:
+            yield self._first
+            self._first = None
+        yield from self._frames
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing twice, or after a failed read
+            self._container.close()
+
+
+class _NotForPyAV(Exception):
+    """PyAV could not use this file: OpenCV tries it next and gives the error message of record."""
+
+
+def _stream_failure(url: str, exc: BaseException, waited_s: float, timeout_s: float, what: str) -> str:
+    if waited_s >= timeout_s * 0.9 or "exit" in str(exc).lower():
+        return (f"stream {url}: no answer within {timeout_s:g} s while trying to {what} it (the server "
+                "accepted the connection but sent nothing, or the network stalled)")
+    return f"cannot {what} stream {url}: {' '.join(str(exc).split())}"
+
+
+def _pyav_available() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _as_bgr(image: np.ndarray) -> np.ndarray:
     """Grey or BGRA captures -> BGR, so every later stage sees HxWx3 uint8."""
     if image.ndim == 2:
@@ -210,11 +349,16 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def open_source(spec: str | Path) -> FrameSource:
-    """A video file, an image folder, a camera index ("0") or a stream URL, opened and checked."""
+def open_source(spec: str | Path, timeout_s: float = STREAM_TIMEOUT_S) -> FrameSource:
+    """A video file, an image folder, a camera index ("0") or a stream URL, opened and checked.
+
+    Files and URLs go to PyAV when it is installed (timestamps; stream timeouts), else to OpenCV.
+    """
     text = str(spec)
     if "://" in text:
-        return CameraSource(text)
+        if _pyav_available():
+            return _AVStream(text, timeout_s)
+        return CameraSource(text, timeout_s)
     path = Path(text)
     if text.isdigit() and not path.exists():
         return CameraSource(int(text))
@@ -222,4 +366,35 @@ def open_source(spec: str | Path) -> FrameSource:
         return ImageFolderSource(path)
     if not path.exists():
         raise InputError(f"source {text} does not exist (a video file, an image folder, a camera index or a URL)")
+    if path.is_file() and _pyav_available():
+        try:
+            return _AVFile(path)
+        except _NotForPyAV:
+            pass  # OpenCV tries it, and says what is wrong if it cannot either
     return VideoFileSource(path)
+
+
+class _AVFile(PyAVSource):
+    """A video file through PyAV (the default when PyAV is installed)."""
+
+    kind = "video"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(path, live=False)
+
+    def default_output_stem(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}_seg")
+
+
+class _AVStream(PyAVSource):
+    """A stream URL through PyAV, with open and read timeouts."""
+
+    kind = "camera"
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.spec = url
+        super().__init__(url, live=True, timeout_s=timeout_s)
+
+    def default_output_stem(self) -> Path:
+        return Path("stream_seg")

@@ -42,13 +42,17 @@ from lrnnet.runtime.runner import Runner
 from lrnnet.runtime.sources import FrameSource, open_source
 from lrnnet.runtime.writers import VIDEO_SUFFIXES, PngFolderWriter, open_video_writer
 
-__all__ = ["FRAME_IN_TO_OUT", "OUTPUT_KINDS", "STAGES", "PipelineOptions", "default_output", "format_report", "run_video"]
+__all__ = ["CAPTURE_TO_OUTPUT", "FRAME_IN_TO_OUT", "OUTPUT_KINDS", "STAGES", "PipelineOptions", "default_output", "format_report", "run_video"]
 
 OUTPUT_KINDS = ("overlay", "mask", "labels")
 STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
 # Per frame, from the start of its decode to the end of its encode, queueing included: the latency a
 # viewer sees (the stages overlap, so it is not their sum, and end-to-end FPS is not 1000 / it).
 FRAME_IN_TO_OUT = "frame_in_to_out"
+# Live sources with timestamps (PyAV): from the frame's capture (the stream's clock, anchored at its
+# fastest delivery: see sources.Frame.captured_at) to the end of its encode; includes the network and
+# decoder buffering that frame in->out cannot see. Reported only when the source gives it.
+CAPTURE_TO_OUTPUT = "capture_to_output"
 _SHOWN_CORRUPT = 20  # corrupt frames named in the report; the count is always complete
 _POLL_S = 0.1  # how often a blocked thread checks whether the pipeline was stopped
 _STOP_GRACE_S = 10.0  # how long a stopped stage may take to unwind (a native decode or encode call in hand)
@@ -147,7 +151,7 @@ class _Pipeline:
         self.writer_info: dict[str, Any] = {}  # codec and encoder, from the writer (lrnnet.runtime.writers)
         self.stop = threading.Event()  # a stage failed: everyone unwinds
         self.end_of_input = threading.Event()  # Ctrl-C on a live source: stop reading, finish the rest
-        self.latency = {stage: LatencyRecorder() for stage in (*STAGES, FRAME_IN_TO_OUT)}
+        self.latency = {stage: LatencyRecorder() for stage in (*STAGES, FRAME_IN_TO_OUT, CAPTURE_TO_OUTPUT)}
         self.decoded = 0
         self.written = 0
         self.corrupt: list[str] = []
@@ -290,6 +294,8 @@ class _Pipeline:
                 self.latency["postprocess"].add(postprocess_ms)
                 self.latency["encode"].add((done - t1) * 1000.0)
                 self.latency[FRAME_IN_TO_OUT].add((done - started) * 1000.0)
+                if frame.captured_at is not None:
+                    self.latency[CAPTURE_TO_OUTPUT].add((done - frame.captured_at) * 1000.0)
                 self.written += 1
                 self._bar.update(1)
         finally:
@@ -368,7 +374,8 @@ def _check_frames(pipeline: _Pipeline, source: FrameSource) -> None:
 
 def _report(runner: Runner, source: FrameSource, target: Path, options: PipelineOptions, pipeline: _Pipeline,
             wall_s: float, fps: float) -> dict[str, Any]:
-    latency = {stage: recorder.summary() for stage, recorder in pipeline.latency.items()}
+    latency = {stage: recorder.summary() for stage, recorder in pipeline.latency.items()
+               if stage != CAPTURE_TO_OUTPUT or recorder.count}
     model_fps = latency["infer"]["fps"]
     e2e_fps = pipeline.written / wall_s if wall_s > 0 else None
 
@@ -443,9 +450,11 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         f"{'stage':<13}{'mean ms':>8}{'p50':>9}{'p90':>9}{'p99':>9}",
     ]
-    for stage in (*STAGES, FRAME_IN_TO_OUT):
+    for stage in (*STAGES, FRAME_IN_TO_OUT, CAPTURE_TO_OUTPUT):
+        if stage not in report["latency_ms"]:  # capture->output: live sources with timestamps only
+            continue
         s = report["latency_ms"][stage]
-        label = "frame in->out" if stage == FRAME_IN_TO_OUT else stage
+        label = {FRAME_IN_TO_OUT: "frame in->out", CAPTURE_TO_OUTPUT: "capture->out"}.get(stage, stage)
         lines.append(f"{label:<13}{_ms(s['mean_ms'])} {_ms(s['p50_ms'])} {_ms(s['p90_ms'])} {_ms(s['p99_ms'])}")
     lines.append("")
     model_fps, e2e_fps = report["model_fps"], report["end_to_end_fps"]

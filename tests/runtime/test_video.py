@@ -16,7 +16,7 @@ from runtime_helpers import ConvRunner, read_video, street_frames
 from lrnnet.data.preprocess import colorize, overlay, resize_labels
 from lrnnet.data.synthetic import write_synthetic_demo_video
 from lrnnet.errors import InputError
-from lrnnet.runtime.sources import ImageFolderSource, VideoFileSource, open_source
+from lrnnet.runtime.sources import ImageFolderSource, PyAVSource, VideoFileSource, open_source
 from lrnnet.runtime.video import FRAME_IN_TO_OUT, STAGES, PipelineOptions, default_output, run_video
 
 
@@ -147,7 +147,7 @@ def test_report_figures_follow_from_the_measurements(synthetic_video, tmp_path):
 def test_default_outputs_sit_beside_the_source(synthetic_video, tmp_path):
     source = open_source(synthetic_video)
     try:
-        assert isinstance(source, VideoFileSource)
+        assert source.kind == "video" and isinstance(source, PyAVSource)  # PyAV decodes files where installed
         assert default_output(source, "overlay") == synthetic_video.with_name("street_seg.mp4")
         assert default_output(source, "labels") == synthetic_video.with_name("street_labels")
     finally:
@@ -317,3 +317,122 @@ def test_pipeline_reports_the_encoder(synthetic_video, tmp_path):
     assert report["output_codec"] == "h264" and "libx264" in report["output_encoder"]
     assert "h264 (libx264 via PyAV)" in format_report(report).splitlines()[0]
     assert _read_back_pyav(tmp_path / "out.mp4")[0] == "h264"
+
+
+
+# -- sources: PyAV decoding, timestamps, stream timeouts (lrnnet.runtime.sources) --------------------
+
+
+def test_pyav_and_opencv_sources_decode_the_same_frames(synthetic_video):
+    pyav, opencv = open_source(synthetic_video), VideoFileSource(synthetic_video)
+    try:
+        assert isinstance(pyav, PyAVSource)
+        assert (pyav.size, pyav.expected_frames) == (opencv.size, opencv.expected_frames) == ((128, 256), 12)
+        assert abs(pyav.fps - opencv.fps) < 1e-6
+        ours, theirs = [f.image for f in pyav], [f.image for f in opencv]
+    finally:
+        pyav.close()
+        opencv.close()
+    assert len(ours) == len(theirs) == 12
+    # Both are FFmpeg's decoder; only the YUV -> BGR conversion may differ by a level or so.
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(ours, theirs)) < 2.0
+
+
+class _SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte (a stalled camera)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(8)
+        self._socket.settimeout(0.2)
+        self.port = self._socket.getsockname()[1]
+        self.accepted: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                continue
+            self.accepted.append(connection)  # held open, never answered
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for connection in self.accepted:
+            connection.close()
+        self._socket.close()
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_a_stream_that_never_answers_fails_within_the_timeout_with_exit_2(scheme, tiny_onnx, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    server = _SilentServer()
+    try:
+        url = f"{scheme}://127.0.0.1:{server.port}/live"
+        command = [str(Path(sys.executable).parent / "lrnnet-infer"), url, "--model", str(tiny_onnx),
+                   "-o", str(tmp_path / "out.mp4"), "--timeout", "2"]
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        elapsed = time.perf_counter() - start
+    finally:
+        server.close()
+    assert server.accepted, "the client never connected: the test did not exercise a stall"
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lrnnet-infer: error: stream ") and "within 2 s" in lines[0]
+    assert elapsed < 30  # interpreter start and imports included; without the timeout it would hang
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_live_stream_reports_capture_to_output_latency(tmp_path):
+    """A real MPEG-TS H.264 stream over HTTP (a local server): frames carry capture times, the report a row."""
+    import functools
+    import http.server
+
+    import av
+
+    from lrnnet.runtime.video import CAPTURE_TO_OUTPUT, format_report
+
+    stream_file = tmp_path / "www" / "live.ts"
+    stream_file.parent.mkdir()
+    with av.open(str(stream_file), mode="w", format="mpegts") as container:
+        video = container.add_stream("libx264", rate=17)
+        video.width, video.height, video.pix_fmt = 128, 64, "yuv420p"
+        for frame in street_frames((64, 128), 8):
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(stream_file.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        source = open_source(f"http://127.0.0.1:{server.server_address[1]}/live.ts", timeout_s=10)
+        assert source.live and source.size == (64, 128)
+        report = run_video(ConvRunner(), source, tmp_path / "out.mp4")
+        source.close()
+    finally:
+        server.shutdown()
+        thread.join()
+    assert report["frames"] == 8
+    capture = report["latency_ms"][CAPTURE_TO_OUTPUT]
+    assert capture["count"] == 8 and capture["mean_ms"] > 0
+    assert "capture->out" in format_report(report)
+
+
+def test_a_file_reports_no_capture_latency(synthetic_video, tmp_path):
+    from lrnnet.runtime.video import CAPTURE_TO_OUTPUT
+
+    report = run_video(ConvRunner(), synthetic_video, tmp_path / "out.mp4")
+    assert CAPTURE_TO_OUTPUT not in report["latency_ms"]  # a file has no capture time
