@@ -1,4 +1,4 @@
-"""The one Runner interface over every backend (DESIGN.md, Contracts; the shape of Polygraphy's runners).
+"""The one Runner interface over every backend (docs/ARCHITECTURE.md; the shape of Polygraphy's runners).
 
 The base class owns everything that is the same for all backends: state checks, input checks
 against the model's metadata, timing of each call (`last_infer_ms`), the context manager, and
