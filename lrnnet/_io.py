@@ -131,7 +131,7 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
     if path.name in ("", ".", ".."):
         raise InputError(f"{what} {path} is not a file name")
     if path.is_dir() and not directory:
-        raise InputError(f"{what} {path} is a folder; give a file name")
+        raise InputError(f"{what} {path} is a directory; give a file name such as {path / '<name>'}")
     if path.exists() and directory and not path.is_dir():
         raise InputError(f"{what} {path} exists and is not a folder")
     parent = path.parent
@@ -521,7 +521,7 @@ def atomic_output(target: str | os.PathLike[str], verify: Verifier | None = None
     """
     target = Path(target)
     if target.is_dir() and not directory:
-        raise InputError(f"output {target} is a folder; give a file name")
+        raise InputError(f"output {target} is a directory; give a file name")
     if directory and target.exists() and not target.is_dir():
         raise InputError(f"output {target} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -557,7 +557,7 @@ class OutputSet:
     def add(self, target: str | os.PathLike[str], verify: Verifier | None = None, directory: bool = False) -> Path:
         target = Path(target)
         if target.is_dir() and not directory:
-            raise InputError(f"output {target} is a folder; give a file name")
+            raise InputError(f"output {target} is a directory; give a file name")
         target.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(target)
         tmp = temp_path_for(target)

@@ -80,15 +80,15 @@ def test_infer_report_onto_the_model_is_refused(tiny_onnx, synthetic_video, tmp_
 
 UNWRITABLE = {
     "infer --report is a folder": ("infer", ["{video}", "--model", "{onnx}", "-o", "{tmp}/o.mp4",
-                                             "--report", "{tmp}/folder"], "is a folder"),
+                                             "--report", "{tmp}/folder"], "is a directory"),
     "infer -o in a missing folder": ("infer", ["{video}", "--model", "{onnx}", "-o", "{tmp}/missing/o.mp4"],
                                      "does not exist"),
-    "export -o is a folder": ("export", ["{pth}", "-o", "{tmp}/folder"], "is a folder"),
+    "export -o is a folder": ("export", ["{pth}", "-o", "{tmp}/folder"], "is a directory"),
     "export -o in a missing folder": ("export", ["{pth}", "-o", "{tmp}/missing/m.onnx"], "does not exist"),
     "build -o in a missing folder": ("build_engine", ["--fp16", "--onnx", "{onnx}", "-o", "{tmp}/missing/e.onnx"],
                                      "does not exist"),
     "eval --json is a folder": ("eval", ["--model", "{onnx}", "--data", "{data}", "--json", "{tmp}/folder"],
-                                "is a folder"),
+                                "is a directory"),
     "bench --json in a missing folder": ("bench", ["--model", "{onnx}", "--iters", "1", "--warmup", "0",
                                                    "--json", "{tmp}/missing/b.json"], "does not exist"),
 }

@@ -36,6 +36,7 @@ LAYOUT_NCHW_FLOAT = "NCHW float32 RGB normalised"
 LAYOUT_NHWC_UINT8_BGR = "NHWC uint8 BGR"
 LAYOUTS = (LAYOUT_NCHW_FLOAT, LAYOUT_NHWC_UINT8_BGR)
 PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_TARGETS = ("", "onnxruntime", "tensorrt")  # as lrnnet.calib.recipes.TARGETS, plus "" (not built)
 STRIDES = (1, 2, 4, 8, 16, 32, 64)
 MAX_SIDE = 8192  # as lrnnet.cli._common.MAX_SIDE (the CLI's bound on --size)
 MAX_CLASSES = 1024
@@ -64,6 +65,10 @@ class ModelInfo:
     model: str = MODEL_NAME
     lrnnet_version: str = lrnnet.__version__
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific facts (e.g. calibration digest)
+    # Precision graphs (lrnnet-build-engine): the runtime the recipe was made for, and what the file is for,
+    # in words (lrnnet.calib.recipes); "" in a plain export.
+    engine_target: str = ""  # "" | "onnxruntime" | "tensorrt"
+    engine_purpose: str = ""
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -175,6 +180,8 @@ def _schema_problems(info: ModelInfo) -> list[str]:
     need(isinstance(info.model_config, dict), "model_config is not a dict")
     need(isinstance(info.extra, dict), "extra is not a dict")
     need(isinstance(info.lrnnet_version, str), "lrnnet_version is not a string")
+    need(info.engine_target in ENGINE_TARGETS, f"engine_target {info.engine_target!r} is not one of {list(ENGINE_TARGETS)}")
+    need(isinstance(info.engine_purpose, str), "engine_purpose is not a string")
     return problems
 
 
@@ -209,8 +216,8 @@ def stamp_weights_digest(onnx_model: Any) -> None:
 def check_weights_digest(onnx_model: Any, source: str) -> None:
     """InputError if the graph's weights differ from the digest recorded in it; a note if it has none."""
     recorded = next((p.value for p in onnx_model.metadata_props if p.key == DIGEST_KEY), None)
-    if recorded is None:
-        logger.info("%s carries no weights digest (not written by this lrnnet): its integrity is not checked", source)
+    if recorded is None:  # a note with -v: on stderr by default it would make a later error two lines
+        logger.debug("%s carries no weights digest (not written by this lrnnet): its integrity is not checked", source)
         return
     actual = weights_digest(onnx_model)
     if actual is not None and actual != recorded:
