@@ -114,7 +114,7 @@ def test_a_folder_output(tmp_path):
     with atomic_output(target, directory=True) as tmp:  # replaces the old folder as a whole
         cv2.imwrite(str(tmp / "b.png"), np.full((4, 4), 5, np.uint8))
     assert _names(target) == ["b.png"] and _names(tmp_path) == ["labels"]
-    with pytest.raises(InputError, match="is a folder"), atomic_output(target):
+    with pytest.raises(InputError, match="is a (folder|directory)"), atomic_output(target):
         pass
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="exists and is not a folder"), atomic_output(tmp_path / "file", directory=True):
@@ -166,7 +166,7 @@ def test_output_set_commits_all_or_nothing(tmp_path):
         out.add(b).write_text('{"new": 2}')
     assert json.loads(a.read_text()) == {"new": 1} and json.loads(b.read_text()) == {"new": 2}
     assert _names(tmp_path) == ["a.json", "b.json"]
-    with pytest.raises(InputError, match="is a folder"):
+    with pytest.raises(InputError, match="is a (folder|directory)"):
         OutputSet().add(tmp_path)
 
 
@@ -174,7 +174,7 @@ def test_check_writable_refuses_what_cannot_be_written(tmp_path):
     check_writable(None)
     check_writable(tmp_path / "fine.json")
     assert _names(tmp_path) == []  # the probe is removed
-    for bad, message in ((tmp_path, "is a folder; give a file name"),
+    for bad, message in ((tmp_path, "is a (folder|directory); give a file name"),
                          (tmp_path / "missing" / "x.json", "does not exist; create it first"),
                          (tmp_path / "..", "is not a file name")):
         with pytest.raises(InputError, match=message):
@@ -185,7 +185,7 @@ def test_check_writable_refuses_what_cannot_be_written(tmp_path):
     with pytest.raises(InputError, match="exists and is not a folder"):
         check_writable(tmp_path / "file", directory=True)
     check_writable(tmp_path / "labels", directory=True)
-    with pytest.raises(InputError, match=r"^report .*is a folder"):
+    with pytest.raises(InputError, match=r"^report .*is a (folder|directory)"):
         check_writable(tmp_path, what="report")
 
 
