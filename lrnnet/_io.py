@@ -51,9 +51,23 @@ from typing import Any
 from lrnnet.errors import InputError
 
 __all__ = [
-    "TEMP_MARK", "OutputSet", "atomic_output", "check_writable", "clean_stale_temps", "command_outputs",
-    "is_temp_name", "keep_outputs", "preflight", "refuse_overwrite", "verify_for", "verify_image", "verify_json", "verify_video",
-    "write_bytes_atomic", "write_json_atomic",
+    "TEMP_MARK",
+    "OutputSet",
+    "atomic_output",
+    "check_writable",
+    "clean_stale_temps",
+    "command_outputs",
+    "is_temp_name",
+    "keep_outputs",
+    "preflight",
+    "refuse_overwrite",
+    "verify_for",
+    "verify_image",
+    "verify_json",
+    "verify_video",
+    "write_bytes_atomic",
+    "write_image",
+    "write_json_atomic",
 ]
 
 TEMP_MARK = ".lrnnet-tmp-"
@@ -384,8 +398,17 @@ def describe_os_error(exc: OSError) -> str:
         errno.EFBIG: "the file is too large for this file system; write elsewhere",
     }
     reason = advice.get(exc.errno or -1, exc.strerror or str(exc))
-    where = f" ({exc.filename})" if exc.filename else ""
+    where = f" ({target_of(exc.filename)})" if exc.filename else ""
     return f"{reason}{where}"
+
+
+def target_of(path: str | os.PathLike[str]) -> Path:
+    """The output a temporary path (or a file inside a temporary folder) stands for; other paths as they are."""
+    path = Path(path)
+    for index, part in enumerate(path.parts):
+        if TEMP_MARK in part and part.startswith("."):
+            return Path(*path.parts[:index], part[1:].split(TEMP_MARK, 1)[0], *path.parts[index + 1:])
+    return path
 
 
 def _check(tmp: Path, target: Path, verify: Verifier | None) -> None:
@@ -413,8 +436,9 @@ class _Committed:
 
 @dataclass
 class _Scope:
+    rollback: bool = True  # False: each output is final when renamed (a resumable command: training)
     committed: list[_Committed] = field(default_factory=list)
-    watched: list[Path] = field(default_factory=list)  # outputs preflighted by check_writable
+    watched: list[Path] = field(default_factory=list)  # outputs preflighted or being written
 
 
 _SCOPES: list[_Scope] = []
@@ -432,12 +456,16 @@ def watched_outputs() -> list[Path]:
 
 
 @contextlib.contextmanager
-def command_outputs() -> Iterator[None]:
+def command_outputs(rollback: bool = True) -> Iterator[None]:
     """All outputs committed inside commit together: on an exception every one is rolled back.
 
-    Nested scopes (a command calling another's main) hand their commits to the outer scope.
+    Nested scopes (a command calling another's main) hand their commits to the outer scope. With
+    `rollback=False` each output is final once renamed; the scope then only remembers the outputs,
+    so that a full disk behind a library's error is still named (run_command).
     """
-    scope = _Scope()
+    if not _SCOPES:
+        _LAST_FAILED.clear()  # a new command: the last one's outputs are not this one's
+    scope = _Scope(rollback=rollback)
     _SCOPES.append(scope)
     try:
         yield
@@ -449,8 +477,9 @@ def command_outputs() -> Iterator[None]:
     _SCOPES.pop()
     outer = _current_scope()
     if outer is not None:
-        outer.committed.extend(scope.committed)
         outer.watched.extend(scope.watched)
+    if outer is not None and outer.rollback:
+        outer.committed.extend(scope.committed)
     else:
         for item in scope.committed:
             if item.backup is not None:
@@ -481,6 +510,8 @@ def _roll_back(committed: list[_Committed]) -> None:
 def _rename_into_place(tmp: Path, target: Path, directory: bool) -> _Committed:
     """Rename `tmp` onto `target`; inside a scope keep the old target so the scope can restore it."""
     scope = _current_scope()
+    if scope is not None and not scope.rollback:
+        scope = None  # final at once
     backup = None
     if scope is not None and (target.exists() or target.is_symlink()):
         backup = temp_path_for(target)
@@ -526,6 +557,9 @@ def atomic_output(target: str | os.PathLike[str], verify: Verifier | None = None
         raise InputError(f"output {target} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(target)
+    scope = _current_scope()
+    if scope is not None:
+        scope.watched.append(target)
     tmp = temp_path_for(target)
     if directory:
         tmp.mkdir()
@@ -589,9 +623,32 @@ class OutputSet:
                 _rename_into_place(tmp, target, directory)
 
 
+def write_image(path: str | os.PathLike[str], image: Any) -> None:
+    """Encode `image` by the path's suffix in memory and write it with Python's own I/O.
+
+    Unlike ``cv2.imwrite`` (which prints "libpng error" on stderr and returns False), a full disk
+    is then an OSError (ENOSPC) that run_command turns into one line.
+    """
+    import cv2
+
+    path = Path(path)
+    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise OutputCheckFailed(f"cannot encode an image of shape {getattr(image, 'shape', '?')} as {path.suffix}")
+    try:
+        with open(path, "wb") as handle:
+            handle.write(encoded.tobytes())
+    except OSError as exc:  # the file's name in the message (a failed write() has none)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes, verify: Verifier | None = None) -> None:
-    with atomic_output(target, verify=verify) as tmp, open(tmp, "wb") as handle:
-        handle.write(data)
+    with atomic_output(target, verify=verify) as tmp:
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:  # the file's name in the message (a failed write() has none)
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
 
 
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from lrnnet.errors import InputError
@@ -77,7 +76,7 @@ def _demo_video(options: DemoOptions, data: Path, work: Path) -> Path:
 
 def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
     """Frame | prediction | ground truth of the first validation image, side by side."""
-    from lrnnet._io import atomic_output
+    from lrnnet._io import atomic_output, write_image
     from lrnnet.data import CityscapesDataset, colorize, overlay, resize_labels
     from lrnnet.runtime.factory import open_runner
 
@@ -89,9 +88,7 @@ def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
     prediction = resize_labels(prediction, frame.shape[:2])
     panels = [frame, overlay(frame, prediction, 0.6), colorize(ground_truth)]
     with atomic_output(target) as tmp:
-        png = tmp.with_name(tmp.name + ".png")
-        cv2.imwrite(str(png), np.concatenate(panels, axis=1))
-        png.replace(tmp)
+        write_image(tmp, np.concatenate(panels, axis=1))
     return target
 
 

@@ -441,3 +441,28 @@ def test_eval_refuses_a_model_of_another_class_count(synthetic_root, tmp_path, c
     assert status == 2
     assert_one_error_line(err, "5 classes", "19")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["five.pth"]
+
+
+def test_a_resumable_command_keeps_what_it_committed_when_interrupted(tmp_path):
+    from lrnnet._io import write_json_atomic
+    from lrnnet.cli._common import make_parser, run_command
+
+    checkpoint = tmp_path / "last.json"
+
+    def body(args) -> int:
+        write_json_atomic(checkpoint, {"step": 1})
+        raise KeyboardInterrupt
+
+    status = run_command("lrnnet-x", body, make_parser("lrnnet-x", "test"), [], all_or_nothing=False)
+    assert status == 130
+    assert checkpoint.read_text().startswith('{\n  "step": 1')
+    assert temps_under(tmp_path) == []
+
+
+def test_train_to_a_full_disk_exits_2(small_disk, capsys):
+    fill(small_disk, leave_bytes=64 * 1024)
+    status, err = run_cli("train", ["--synthetic", "--iters", "1", "--size", "64x128", "--crop", "64x128",
+                                    "--out", small_disk / "run"], capsys)
+    assert status == 2
+    assert_one_error_line(err, "disk is full")
+    assert temps_under(small_disk) == []

@@ -127,9 +127,8 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
         set_progress(False)                   # command's --no-progress (lrnnet-demo) stays in force
     from lrnnet._io import command_outputs, describe_os_error
 
-    scope = command_outputs() if all_or_nothing else contextlib.nullcontext()
     try:
-        with _signals_unwind(), scope:
+        with _signals_unwind(), command_outputs(rollback=all_or_nothing):
             return body(args) or 0
     except InputError as exc:
         # An InputError that translated a library's failure (ONNX Runtime's "INVALID_PROTOBUF" when it

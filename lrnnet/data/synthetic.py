@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lrnnet._io import atomic_output
+from lrnnet._io import atomic_output, write_image
 from lrnnet.data.cityscapes import IMAGE_SUFFIX, LABEL_ID_SUFFIX
 from lrnnet.data.labels import LABEL_ID
 from lrnnet.errors import InputError
@@ -171,9 +171,7 @@ def render_scene(layout: SceneLayout, size: tuple[int, int], t: int = 0) -> tupl
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     with atomic_output(path) as tmp:
-        if not cv2.imwrite(str(tmp.with_suffix(".png")), image):
-            raise OSError(f"cannot write {path}")
-        tmp.with_suffix(".png").replace(tmp)
+        write_image(tmp, image)
 
 
 def _check_size(size: tuple[int, int]) -> None:

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
-from lrnnet._io import atomic_output
+from lrnnet._io import atomic_output, write_image
 from lrnnet.data.cityscapes import Sample
 from lrnnet.data.labels import CLASS_NAMES, NUM_CLASSES, train_ids_to_label_ids
 from lrnnet.data.preprocess import resize_labels
@@ -133,8 +132,7 @@ def save_prediction(directory: str | Path, sample: Sample, train_ids: np.ndarray
     path = prediction_path(directory, sample)
     label_ids = train_ids_to_label_ids(train_ids.astype(np.uint8, copy=False))
     with atomic_output(path) as tmp:
-        if not cv2.imwrite(str(tmp), label_ids):
-            raise OSError(f"could not write {path}")
+        write_image(tmp, label_ids)
     return path
 
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from lrnnet._io import write_image
 from lrnnet.errors import InputError
 
 __all__ = ["OPENCV_CODECS", "VIDEO_SUFFIXES", "FrameWriter", "PngFolderWriter", "h264_available",
@@ -143,8 +144,7 @@ class PngFolderWriter:
 
     def write(self, image: np.ndarray, name: str) -> None:
         path = self._folder / f"{name}_trainIds.png"
-        if not cv2.imwrite(str(path), image):
-            raise OSError(f"cannot write {path}")
+        write_image(path, image)  # lrnnet._io: a full disk raises ENOSPC (imwrite only prints libpng errors)
 
     def close(self) -> None:
         pass
