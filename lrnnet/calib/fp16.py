@@ -14,12 +14,16 @@ import warnings
 import onnx
 
 from lrnnet.calib.graph import SourceModel, float_island_nodes
+from lrnnet.calib.recipes import recipes_for
 from lrnnet.errors import InputError
 from lrnnet.log import logger
 
 
-def convert_to_fp16(source: SourceModel, keep_io_fp32: bool = True) -> onnx.ModelProto:
-    """The FP16 graph of `source`, checked by onnx.checker; its metadata says precision 'fp16'.
+def convert_to_fp16(source: SourceModel, keep_io_fp32: bool = True, target: str = "onnxruntime") -> onnx.ModelProto:
+    """The FP16 graph of `source`, checked by onnx.checker; its metadata says precision 'fp16', and for
+    which target (lrnnet.calib.recipes) and what for. The graph is the same for both targets: real
+    float16 convolutions, the islands in float32; only TensorRT and ONNX Runtime's CUDA provider run
+    it in half precision (the CPU provider casts it back to float32).
 
     keep_io_fp32: the graph keeps float32 inputs and outputs (casts inside), so callers feed and read
     the same arrays as with the FP32 graph. Without it the float input and output become float16.
@@ -52,5 +56,8 @@ def convert_to_fp16(source: SourceModel, keep_io_fp32: bool = True) -> onnx.Mode
     except onnx.checker.ValidationError as exc:
         raise InputError(f"the FP16 conversion of {source.path} is not a valid graph: {exc}") from exc
     extra = {**source.info.extra, "float32_nodes": len(blocked), "keep_io_fp32": keep_io_fp32}
-    dataclasses.replace(source.info, precision="fp16", extra=extra).write_to(converted)
+    recipe = recipes_for(target).fp16
+    extra["fp16_recipe"] = recipe.tool
+    dataclasses.replace(source.info, precision="fp16", extra=extra, engine_target=target,
+                        engine_purpose=recipe.purpose).write_to(converted)
     return converted

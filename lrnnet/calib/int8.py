@@ -26,6 +26,7 @@ import importlib
 import inspect
 import io
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +89,8 @@ class CalibrationRecord:
 
 
 def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: Int8Options = Int8Options(),
-                  cache_path: str | Path | None = None,
-                  target: str = "onnxruntime") -> tuple[onnx.ModelProto, CalibrationRecord]:
+                  cache_path: str | Path | None = None, target: str = "onnxruntime",
+                  recipe: Int8Recipe | None = None) -> tuple[onnx.ModelProto, CalibrationRecord]:
     """The INT8 Q/DQ graph of `source` for `target` ("onnxruntime" | "tensorrt") and what calibrated it.
 
     `calib_root`: a Cityscapes root, a folder of images or a video (lrnnet.calib.reader). With
@@ -97,6 +98,7 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
     (`calib_root` may then be None) by the ONNX Runtime-quantizer recipes; otherwise the images are
     read and, with `cache_path`, the ranges are written there (plus a TensorRT-style calibration
     table beside it). The TensorRT recipe needs the images (Model Optimizer calibrates itself).
+    `recipe` replaces the target's own (e.g. lrnnet.calib.recipes.TENSORRT_FALLBACK_INT8, to compare).
     """
     from onnxruntime.quantization import quant_pre_process, quantize_static
 
@@ -104,7 +106,7 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
         raise MissingDependencyError("INT8 calibration needs an onnxruntime whose quantize_static takes "
                                      "calibration_cache_path (microsoft/onnxruntime#28221; 1.32 has it); "
                                      "install it with: pip install -U onnxruntime")
-    recipe = recipes_for(target).int8
+    recipe = recipe or recipes_for(target).int8
     if recipe.tool == "modelopt":
         missing = _modelopt_missing()
         if missing is not None:
@@ -173,6 +175,7 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
             with timed_step("Quantizing to INT8"):
                 _ort_quantize(prepared, quantized, None, excluded, options, recipe, ranges)
         model = onnx.load(str(quantized))
+        _drop_unused_opsets(model)
         record = CalibrationRecord(method=_method_of(recipe, options),
                                    images=len(reader.samples) if reader else cached.images_used if cached else 0,
                                    digest=digest, images_read=reader.images_read if reader else 0,
@@ -197,7 +200,7 @@ def _modelopt_missing() -> str | None:
     """Why NVIDIA Model Optimizer's ONNX quantizer cannot be imported, or None when it can."""
     try:
         importlib.import_module("modelopt.onnx.quantization")
-    except Exception as exc:  # ImportError, or its [onnx] extra's own import-time checks
+    except Exception as exc:  # noqa: BLE001 - an ImportError, or its [onnx] extra's own import-time checks
         return " ".join(str(exc).split())[:200] or type(exc).__name__
     return None
 
@@ -266,16 +269,67 @@ def _quantize_with_modelopt(prepared: Path, output: Path, reader: CalibrationRea
                             options: Int8Options) -> None:
     """NVIDIA Model Optimizer's INT8 (TensorRT's placement), calibrated on the CPU, float parts in float32."""
     import modelopt.onnx.quantization as moq
+    import modelopt.onnx.trt_utils as mo_trt
 
+    from lrnnet.engine.device import tensorrt_version
+
+    # Model Optimizer asks TensorRT about custom layers whenever `import tensorrt` succeeds, and the
+    # type stubs (tensorrt-stubs, a namespace package with no Logger) make it succeed: tell it the truth.
+    mo_trt.TRT_PYTHON_AVAILABLE = tensorrt_version() is not None
     # high_precision_dtype fp32: Model Optimizer's default casts every unquantized node to float16,
     # the power iteration included, which lrnnet keeps in float32 on purpose (its max-abs rescaling
     # and the Gram products lose their sign/ordering in half precision); TensorRT picks FP16 itself
     # for float layers of a strongly typed network only where the graph says so.
-    with contextlib.redirect_stdout(io.StringIO()):
-        moq.quantize(onnx_path=str(prepared), quantize_mode="int8", calibration_data_reader=reader,
+    # Its calibrators draw their own progress bars (the reader draws ours): TQDM_DISABLE hides theirs.
+    with contextlib.redirect_stdout(io.StringIO()), _environment(TQDM_DISABLE="1"):
+        moq.quantize(onnx_path=str(prepared), quantize_mode="int8", calibration_data_reader=_FirstBatchReader(reader),
                      calibration_method="entropy" if options.method == "entropy" else "max",
                      calibration_eps=["cpu"], nodes_to_exclude=excluded, high_precision_dtype="fp32",
                      output_path=str(output), log_level="WARNING")
+
+
+class _FirstBatchReader:
+    """The calibration reader plus ``get_first()``, which Model Optimizer calls for a trial run."""
+
+    def __init__(self, reader: CalibrationReader) -> None:
+        self._reader = reader
+        self._first: dict[str, Any] | None = None
+
+    def get_first(self) -> dict[str, Any]:
+        if self._first is None:
+            self._reader.rewind()
+            self._first = self._reader.get_next()
+            self._reader.rewind()
+        assert self._first is not None  # the reader refuses an empty set
+        return self._first
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def __getattr__(self, name: str) -> Any:  # get_next, rewind, set_range
+        return getattr(self._reader, name)
+
+
+def _drop_unused_opsets(model: onnx.ModelProto) -> None:
+    """Model Optimizer declares every ONNX Runtime domain; keep only the domains nodes use (TensorRT reads them)."""
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [opset for opset in model.opset_import if opset.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Any:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

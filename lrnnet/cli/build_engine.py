@@ -16,9 +16,10 @@ def build_parser() -> Parser:
     from lrnnet.calib.reader import DEFAULT_CALIB_IMAGES
     from lrnnet.engine.build import BACKEND_CHOICES, DEFAULT_SOURCE
 
-    parser = make_parser(PROG, "Build an FP16 or INT8 (Cityscapes-calibrated) engine from lrnnet.onnx: a TensorRT "
-                               "engine when TensorRT and a GPU are here, else an ONNX Runtime-optimised ONNX. "
-                               "Writes lrnnet_<precision>.engine or lrnnet_<precision>.onnx plus a .json sidecar.")
+    parser = make_parser(PROG, "Build an FP16 or INT8 (calibrated) engine from lrnnet.onnx, by the precision recipe "
+                               "of its target (--backend): for TensorRT lrnnet_<precision>.trt.onnx, the TensorRT-ready "
+                               "graph (written on any machine), and lrnnet_<precision>.engine where TensorRT and a GPU "
+                               "are; for ONNX Runtime lrnnet_<precision>.onnx. Each with a .json sidecar.")
     precision = parser.add_mutually_exclusive_group(required=True)
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
                            help="half precision (power iteration and softmax kept in FP32)")
@@ -26,12 +27,16 @@ def build_parser() -> Parser:
                            help="INT8 Q/DQ, calibrated on Cityscapes training images (needs --calib-data)")
     precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
                            help="full precision (the paper's setting)")
-    parser.add_argument("--onnx", type=Path, default=DEFAULT_SOURCE, help="the FP32 export (lrnnet-export)")
+    parser.add_argument("source", type=Path, nargs="?", default=None, metavar="ONNX",
+                        help=f"the FP32 export (lrnnet-export; default {DEFAULT_SOURCE}), or a TensorRT-ready graph "
+                             "(lrnnet_<precision>.trt.onnx) to build its TensorRT engine")
+    parser.add_argument("--onnx", type=Path, default=None, help="the same as ONNX (kept for scripts)")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="engine path (default lrnnet_<precision>.engine for TensorRT, "
                              "lrnnet_<precision>.onnx for ONNX Runtime, in the current folder)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                        help="auto: TensorRT when it and a GPU are present, else ONNX Runtime")
+                        help="the target, which picks the precision recipe (lrnnet.calib.recipes); auto: TensorRT "
+                             "when it and a GPU are present, else ONNX Runtime")
     parser.add_argument("--keep-io-fp32", action=argparse.BooleanOptionalAction, default=True,
                         help="FP16: keep float32 inputs/outputs (casts inside the graph)")
     calib = parser.add_argument_group("INT8 calibration")
@@ -67,7 +72,7 @@ def _body(args: argparse.Namespace) -> int:
     from lrnnet.engine.tensorrt_builder import TensorRTOptions
 
     options = BuildOptions(
-        onnx=args.onnx, precision=args.precision, backend=args.backend, output=args.output,
+        onnx=_source(args), precision=args.precision, backend=args.backend, output=args.output,
         calib_data=args.calib_data, int8=Int8Options(method=args.calib_method, images=args.calib_images),
         calib_cache=args.calib_cache, keep_io_fp32=args.keep_io_fp32, max_batch=args.max_batch,
         tensorrt=TensorRTOptions(workspace_mib=args.workspace, timing_cache=args.timing_cache,
@@ -77,6 +82,15 @@ def _body(args: argparse.Namespace) -> int:
     result = build_engine(options)
     print(result.summary())
     return 0
+
+
+def _source(args: argparse.Namespace) -> Path:
+    from lrnnet.engine.build import DEFAULT_SOURCE
+    from lrnnet.errors import InputError
+
+    if args.source is not None and args.onnx is not None and args.source != args.onnx:
+        raise InputError(f"two sources given: {args.source} and --onnx {args.onnx}; pass one")
+    return args.source or args.onnx or DEFAULT_SOURCE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

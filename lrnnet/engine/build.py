@@ -1,26 +1,36 @@
-"""lrnnet-build-engine as a library call: FP32 export -> precision ONNX -> engine + sidecar.
+"""lrnnet-build-engine as a library call: FP32 export -> precision ONNX for a target -> engine + sidecar.
 
     result = build_engine(BuildOptions(onnx=Path("lrnnet.onnx"), precision="int8", calib_data=root))
 
-Precision first (lrnnet.calib: FP16 conversion or INT8 Q/DQ, checked by onnx.checker and ONNX
-Runtime), then the backend: TensorRT when it and a GPU are here (``backend="auto"``), otherwise
-ONNX Runtime. Nothing is written until the precision graph exists and loads; each file is written
+The target is the backend (``backend="auto"``: TensorRT when it and a GPU are here, otherwise ONNX
+Runtime), and it picks the precision recipe (lrnnet.calib.recipes). Precision first (lrnnet.calib:
+FP16 conversion or INT8 Q/DQ, checked by onnx.checker and ONNX Runtime, and for TensorRT by its
+parser's rules), then the engine:
+
+* ONNX Runtime: ``lrnnet_<precision>.onnx``, the precision graph (FP32/INT8 graph-optimised by
+  ONNX Runtime), plus its sidecar.
+* TensorRT: ``lrnnet_<precision>.trt.onnx``, the TensorRT-ready precision graph, plus its sidecar,
+  written on any machine; with TensorRT and a GPU also ``lrnnet_<precision>.engine``. Without them
+  the build stops there (exit 0) and says how to build the engine on the GPU machine: from the
+  TensorRT-ready graph, with lrnnet-build-engine or trtexec.
+
+Nothing is written until the precision graph exists and passes its checks; each file is written
 atomically, the sidecar last.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
-from lrnnet._io import keep_outputs, preflight
+from lrnnet._io import atomic_output, preflight
 from lrnnet.calib.graph import SourceModel, load_source_onnx
 from lrnnet.calib.int8 import CalibrationRecord, Int8Options
+from lrnnet.calib.recipes import purpose_of, recipes_for
 from lrnnet.engine.device import GpuInfo, current_gpu, tensorrt_version
 from lrnnet.engine.onnxruntime_builder import (
     OPTIMIZATION_LEVEL,
@@ -31,12 +41,13 @@ from lrnnet.engine.profile import InputProfile, input_profile
 from lrnnet.engine.sidecar import ENGINE_PREFIX, EngineSidecar, sidecar_path, write_sidecar
 from lrnnet.engine.tensorrt_builder import TensorRTOptions
 from lrnnet.errors import InputError, MissingDependencyError
-from lrnnet.export.metadata import ModelInfo
+from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.log import logger
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime")
 DEFAULT_SOURCE = Path("lrnnet.onnx")
+TENSORRT_READY_SUFFIX = ".trt.onnx"  # lrnnet_int8.engine is built from lrnnet_int8.trt.onnx
 TENSORRT_INSTALL = "pip install 'lrnnet[tensorrt]' on a machine with an NVIDIA GPU and driver"
 
 
@@ -48,7 +59,7 @@ class BuildOptions:
     precision: str = "fp16"
     backend: str = "auto"
     output: Path | None = None  # the engine; default lrnnet_<precision>.engine|.onnx in the current folder
-    calib_data: Path | None = None  # Cityscapes root (INT8)
+    calib_data: Path | None = None  # INT8: a Cityscapes root, a folder of images or a video (lrnnet.calib.reader)
     int8: Int8Options = field(default_factory=Int8Options)
     calib_cache: Path | None = None
     keep_io_fp32: bool = True
@@ -61,9 +72,10 @@ class BuildOptions:
         if self.backend not in BACKEND_CHOICES:
             raise InputError(f"unknown backend '{self.backend}'; choose one of {', '.join(BACKEND_CHOICES)}")
         if self.precision == "int8" and self.calib_data is None and \
-                (self.calib_cache is None or not self.calib_cache.is_file()):
-            raise InputError("--int8 needs calibration images: pass --calib-data CITYSCAPES_ROOT "
-                             "(the training split is used), or --calib-cache naming an existing cache")
+                (self.calib_cache is None or not self.calib_cache.is_file()) and \
+                _tensorrt_ready_info(self.onnx) is None:  # a TensorRT-ready INT8 graph is calibrated already
+            raise InputError("--int8 needs calibration images: pass --calib-data with a Cityscapes root, a folder "
+                             "of images or a video, or --calib-cache naming an existing cache")
         if self.tensorrt.legacy_calibrator and (self.precision != "int8" or self.backend == "onnxruntime"):
             raise InputError("--legacy-calibrator is for --int8 with the TensorRT backend")
         if self.tensorrt.legacy_calibrator and self.calib_data is None:
@@ -75,11 +87,12 @@ class BuildResult:
     backend: str
     reason: str  # why this backend
     precision: str
-    engine: Path
-    sidecar: Path
+    engine: Path | None  # None: a TensorRT target where TensorRT is not here (only the graph was written)
+    sidecar: Path  # the engine's sidecar, or the TensorRT-ready graph's when no engine was built
     precision_onnx: Path  # the precision graph (for ONNX Runtime: the engine itself)
     calibration: CalibrationRecord | None
     seconds: float
+    next_step: str | None = None  # how to build the engine elsewhere (engine is None)
 
     def summary(self) -> str:
         calibrated = ""
@@ -87,8 +100,12 @@ class BuildResult:
             c = self.calibration
             source = f"reused cache {c.cache}" if c.images_read == 0 else f"{c.images_read} images read"
             calibrated = f"; INT8 calibrated on {c.images} images ({c.method}, {source})"
-        return (f"wrote {self.engine} ({self.precision} on {self.backend}; {self.reason}{calibrated}) and "
-                f"{self.sidecar.name} in {self.seconds:.1f} s")
+        if self.engine is None:
+            return (f"wrote {self.precision_onnx} and {self.sidecar} (TensorRT-ready {self.precision} graph"
+                    f"{calibrated}) in {self.seconds:.1f} s; {self.next_step}")
+        graph = f", {self.precision_onnx}" if self.precision_onnx != self.engine else ""
+        return (f"wrote {self.engine}{graph} ({self.precision} on {self.backend}; {self.reason}{calibrated}) and "
+                f"{self.sidecar} in {self.seconds:.1f} s")
 
 
 def choose_backend(requested: str) -> tuple[str, str, GpuInfo | None]:
@@ -116,31 +133,60 @@ def _engine_path(options: BuildOptions, backend: str) -> Path:
     if backend == "tensorrt" and path.suffix == ".onnx":
         raise InputError(f"a TensorRT engine is not an .onnx file (that name is for its precision graph); "
                          f"use -o {path.with_suffix('.engine')}")
-    outputs = [path, sidecar_path(path)] + ([path.with_suffix(".onnx"), sidecar_path(path.with_suffix(".onnx"))]
+    outputs = [path, sidecar_path(path)] + ([tensorrt_ready_path(path), sidecar_path(tensorrt_ready_path(path))]
                                             if backend == "tensorrt" else [])
     preflight(inputs=[options.onnx, options.calib_cache], outputs=outputs)  # before any work (lrnnet._io)
     return path
 
 
-def make_precision_graph(source: SourceModel, options: BuildOptions) -> tuple[onnx.ModelProto, CalibrationRecord | None]:
-    """The FP32/FP16/INT8 graph of `source` (ModelInfo.precision set), loadable by ONNX Runtime."""
+def tensorrt_ready_path(engine: Path) -> Path:
+    """``lrnnet_int8.engine`` -> ``lrnnet_int8.trt.onnx``: the graph a TensorRT engine is built from."""
+    return engine.with_name(engine.stem + TENSORRT_READY_SUFFIX)
+
+
+def make_precision_graph(source: SourceModel, options: BuildOptions,
+                         target: str = "onnxruntime") -> tuple[onnx.ModelProto, CalibrationRecord | None]:
+    """The FP32/FP16/INT8 graph of `source` by `target`'s recipe (metadata says which and what for).
+
+    Every graph loads on ONNX Runtime's CPU provider (that is checked); a TensorRT-target graph also
+    passes the TensorRT parser's rules (lrnnet.export.tensorrt_rules), or this raises InputError.
+    """
     if options.precision == "fp16":
         from lrnnet.calib.fp16 import convert_to_fp16
 
-        model, record = convert_to_fp16(source, keep_io_fp32=options.keep_io_fp32), None
+        model, record = convert_to_fp16(source, keep_io_fp32=options.keep_io_fp32, target=target), None
     elif options.precision == "int8":
         from lrnnet.calib.int8 import quantize_int8
 
-        model, record = quantize_int8(source, options.calib_data, options.int8, options.calib_cache)
+        model, record = quantize_int8(source, options.calib_data, options.int8, options.calib_cache, target=target)
     else:
-        model, record = source.model, None
-    check_runs_on_onnxruntime(model, f"the {options.precision} graph of {source.path}")
+        model, record = onnx.ModelProto(), None
+        model.CopyFrom(source.model)
+        dataclasses.replace(source.info, engine_target=target,
+                            engine_purpose=purpose_of(target, "fp32")).write_to(model)
+    what = f"the {options.precision} graph of {source.path}"
+    check_runs_on_onnxruntime(model, what)
+    if target == "tensorrt":
+        check_tensorrt_rules(model, what)
     return model, record
+
+
+def check_tensorrt_rules(model: onnx.ModelProto, what: str) -> None:
+    """The TensorRT ONNX parser's documented rules (op types, data types, attributes); InputError if broken."""
+    from lrnnet.export.tensorrt_rules import check_tensorrt_parser_rules
+
+    try:
+        check_tensorrt_parser_rules(model)
+    except InputError as exc:
+        raise InputError(f"{what} would not parse on TensorRT: {exc}") from exc
 
 
 def build_engine(options: BuildOptions) -> BuildResult:
     """Build and write the engine and its sidecar; see the module docstring."""
     start = time.perf_counter()
+    ready = _tensorrt_ready_info(options.onnx)
+    if ready is not None:
+        return _build_from_tensorrt_ready(options, ready, start)
     source = load_source_onnx(options.onnx)
     backend, reason, gpu = choose_backend(options.backend)
     logger.info("Backend: %s (%s)", backend, reason)
@@ -150,43 +196,106 @@ def build_engine(options: BuildOptions) -> BuildResult:
     if options.tensorrt.legacy_calibrator:
         return _build_legacy_int8(source, options, engine, profile, reason, gpu, start)
 
-    model, record = make_precision_graph(source, options)
+    model, record = make_precision_graph(source, options, target=backend)
     info = ModelInfo.from_onnx_model(model)
     sidecar = EngineSidecar(backend="onnxruntime", precision=options.precision, source_onnx=str(options.onnx),
                             source_sha256=source.sha256, input_profile=profile.to_dict(),
                             model_info=dataclasses.asdict(info), calibration=_calibration_summary(record),
-                            onnxruntime_version=_onnxruntime_version(),
-                            optimization=f"onnxruntime {OPTIMIZATION_LEVEL}")
-    # Every build writes the ONNX Runtime engine (lrnnet_<precision>.onnx + sidecar): with the
-    # TensorRT backend it sits beside the .engine, runnable where TensorRT is not (and it is what a
-    # TensorRT build that cannot happen here leaves behind).
-    onnx_engine = engine if backend == "onnxruntime" else engine.with_suffix(".onnx")
-    optimize_for_onnxruntime(model, onnx_engine)
-    onnx_sidecar = write_sidecar(onnx_engine, sidecar)
+                            onnxruntime_version=_onnxruntime_version(), target=backend,
+                            purpose=info.engine_purpose)
     if backend == "onnxruntime":
-        return BuildResult(backend, reason, options.precision, engine, onnx_sidecar, engine, record,
-                           time.perf_counter() - start)
+        if options.precision == "fp16" and not recipes_for(backend).fp16.cpu_optimise:
+            # As converted: ONNX Runtime's CPU optimisation of a float16 graph wraps every conv in Casts
+            # to float32 (no float16 CPU kernels), which would make the file a slower FP32 graph.
+            _write_onnx(model, engine)
+            sidecar.optimization = "none (the float16 graph as converted; ONNX Runtime optimises at load)"
+        else:
+            optimize_for_onnxruntime(model, engine)
+            sidecar.optimization = f"onnxruntime {OPTIMIZATION_LEVEL}"
+        return BuildResult(backend, reason, options.precision, engine, write_sidecar(engine, sidecar), engine,
+                           record, time.perf_counter() - start)
 
+    # TensorRT parses the precision graph as made (not ONNX Runtime's optimisation of it), written
+    # beside the engine on every machine: it is what a TensorRT machine builds the engine from.
+    graph_file = tensorrt_ready_path(engine)
+    _write_onnx(model, graph_file)
+    graph_sidecar = write_sidecar(graph_file, dataclasses.replace(sidecar, onnxruntime_version=None))
     if gpu is None or tensorrt_version() is None:
-        keep_outputs()  # the error names the ONNX Runtime engine as usable: it stays (lrnnet._io)
-        raise MissingDependencyError(
-            f"wrote the {options.precision} ONNX Runtime engine {onnx_engine}, but cannot build a TensorRT engine: "
-            f"{reason}; install it with: {TENSORRT_INSTALL}; meanwhile run it with: "
-            f"lrnnet-infer VIDEO --model {onnx_engine}")
+        return BuildResult(backend, reason, options.precision, None, graph_sidecar, graph_file, record,
+                           time.perf_counter() - start, next_step=_next_step(graph_file, engine, options, reason))
+    return _run_tensorrt_build(options, graph_file, engine, profile, sidecar, record, reason, gpu, start)
+
+
+def _run_tensorrt_build(options: BuildOptions, graph_file: Path, engine: Path, profile: InputProfile,
+                        sidecar: EngineSidecar, record: CalibrationRecord | None, reason: str, gpu: GpuInfo,
+                        start: float) -> BuildResult:
     from lrnnet.engine.tensorrt_builder import build_tensorrt_engine
 
-    # TensorRT parses the precision graph as made (not ONNX Runtime's optimisation of it), from a
-    # scratch file beside the engine.
-    with tempfile.TemporaryDirectory(prefix=".lrnnet-build-", dir=engine.parent) as scratch:
-        graph_file = Path(scratch) / f"{engine.stem}.onnx"
-        graph_file.write_bytes(model.SerializeToString())
-        version = build_tensorrt_engine(graph_file, engine, profile, options.tensorrt)
+    version = build_tensorrt_engine(graph_file, engine, profile, options.tensorrt)
     trt_sidecar = dataclasses.replace(sidecar, backend="tensorrt", tensorrt_version=version, gpu_name=gpu.name,
                                       compute_capability=gpu.capability, onnxruntime_version=None,
                                       optimization=_trt_optimization(options.tensorrt),
                                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return BuildResult(backend, reason, options.precision, engine, write_sidecar(engine, trt_sidecar), onnx_engine,
+    return BuildResult("tensorrt", reason, options.precision, engine, write_sidecar(engine, trt_sidecar), graph_file,
                        record, time.perf_counter() - start)
+
+
+def _next_step(graph_file: Path, engine: Path, options: BuildOptions, reason: str) -> str:
+    """One sentence: the engine is built on the GPU machine, and the two commands that build it."""
+    output = "" if options.output is None else f" -o {engine}"
+    typed = " --stronglyTyped" if options.precision != "fp32" else ""
+    return (f"no TensorRT engine here ({reason}): build it on the GPU machine with "
+            f"`lrnnet-build-engine {graph_file} --{options.precision} --backend tensorrt{output}` or "
+            f"`trtexec --onnx={graph_file} --saveEngine={engine}{typed}` (TensorRT 10/11; the precision is in the "
+            f"graph: no --int8/--fp16 flags)")
+
+
+def _tensorrt_ready_info(path: Path) -> ModelInfo | None:
+    """The metadata of `path` when it is a TensorRT-ready precision graph (made here earlier), else None."""
+    if not path.is_file():
+        return None  # load_source_onnx says what is wrong
+    try:
+        info = read_model_info(path)
+    except InputError:
+        return None  # load_source_onnx says what is wrong
+    return info if info.engine_target == "tensorrt" and info.precision != "fp32" else None
+
+
+def _build_from_tensorrt_ready(options: BuildOptions, info: ModelInfo, start: float) -> BuildResult:
+    """The TensorRT engine of a TensorRT-ready graph (lrnnet_<precision>.trt.onnx): no precision step."""
+    from lrnnet.calib.graph import sha256_file
+
+    path = options.onnx
+    if options.precision != info.precision:
+        raise InputError(f"{path} is a TensorRT-ready {info.precision} graph; build it with --{info.precision}, "
+                         "or build another precision from the FP32 export")
+    if options.backend == "onnxruntime":
+        raise InputError(f"{path} is a TensorRT-ready graph; for ONNX Runtime build from the FP32 export "
+                         "(lrnnet-build-engine lrnnet.onnx --backend onnxruntime)")
+    _, reason, gpu = choose_backend("tensorrt")
+    if gpu is None or tensorrt_version() is None:
+        raise MissingDependencyError(f"building the TensorRT engine of {path} needs TensorRT and an NVIDIA GPU: "
+                                     f"{reason}; install it with: {TENSORRT_INSTALL}")
+    model = onnx.load(str(path))
+    check_tensorrt_rules(model, str(path))
+    engine = options.output or default_engine_path(info.precision, "tensorrt")
+    if engine.suffix == ".onnx":
+        raise InputError(f"a TensorRT engine is not an .onnx file; use -o {engine.with_suffix('.engine')}")
+    preflight(inputs=[path], outputs=[engine, sidecar_path(engine)])
+    input_name = next(value.name for value in model.graph.input
+                      if value.name not in {init.name for init in model.graph.initializer})
+    profile = input_profile(model, info, input_name, options.max_batch)
+    calibration = info.extra.get("calibration")
+    sidecar = EngineSidecar(backend="tensorrt", precision=info.precision, source_onnx=str(path),
+                            source_sha256=sha256_file(path), input_profile=profile.to_dict(),
+                            model_info=dataclasses.asdict(info), target="tensorrt", purpose=info.engine_purpose,
+                            calibration=calibration if isinstance(calibration, dict) else None)
+    return _run_tensorrt_build(options, path, engine, profile, sidecar, None, reason, gpu, start)
+
+
+def _write_onnx(model: onnx.ModelProto, path: Path) -> None:
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def _onnxruntime_version() -> str:

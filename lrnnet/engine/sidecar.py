@@ -52,6 +52,8 @@ class EngineSidecar:
     compute_capability: str | None = None  # "8.9"
     onnxruntime_version: str | None = None  # ONNX Runtime engines only
     optimization: str | None = None  # e.g. ONNX Runtime graph optimisation level, TensorRT builder level
+    target: str = ""  # the precision recipe's target runtime (lrnnet.calib.recipes): "onnxruntime" | "tensorrt"
+    purpose: str = ""  # what the file is for, in words (as the graph's lrnnet.engine_purpose)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     lrnnet_version: str = lrnnet.__version__
     engine_sha256: str | None = None  # of the engine file itself, set by write_sidecar, checked by read_sidecar
@@ -144,7 +146,8 @@ def find_newest_engine(directory: str | Path = ".", backends: Collection[str] | 
     """The most recently built ``lrnnet_*.engine`` / ``lrnnet_*.onnx`` in `directory` that has a sidecar.
 
     `backends` limits the choice (e.g. ``{"onnxruntime"}`` on a machine without TensorRT); sidecars
-    that cannot be read are skipped. Newest by the engine file's modification time.
+    that cannot be read are skipped, and so are TensorRT-ready graphs (``lrnnet_<precision>.trt.onnx``,
+    the input of a TensorRT build). Newest by the engine file's modification time.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -155,11 +158,13 @@ def find_newest_engine(directory: str | Path = ".", backends: Collection[str] | 
             continue
         if not sidecar_path(path).is_file():
             continue
-        if backends is not None:
-            try:
-                if read_sidecar(path).backend not in backends:
-                    continue
-            except InputError:
-                continue
+        try:
+            sidecar = read_sidecar(path)
+        except InputError:
+            continue
+        if backends is not None and sidecar.backend not in backends:
+            continue
+        if path.suffix == ".onnx" and sidecar.target == "tensorrt":
+            continue  # a TensorRT-ready graph is what a TensorRT engine is built from, not an engine to run
         candidates.append((path.stat().st_mtime_ns, path.name, path))
     return max(candidates)[2] if candidates else None

@@ -1,4 +1,5 @@
-"""INT8 in the graph: symmetric per-channel Q/DQ from calibration on the training split, and its cache."""
+"""INT8 in the graph, per target: TensorRT's symmetric per-channel Q/DQ (Model Optimizer, or ONNX Runtime's
+quantizer with TensorRT's rules), ONNX Runtime's QLinear-fused u8s8 graph, and the calibration cache."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from onnx import numpy_helper
 from lrnnet.calib.cache import trt_table_path
 from lrnnet.calib.graph import float_island_nodes, load_source_onnx, output_head_nodes
 from lrnnet.calib.int8 import Int8Options, quantize_int8
+from lrnnet.calib.recipes import TENSORRT_FALLBACK_INT8
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import ModelInfo
 
 CALIB = Int8Options(method="minmax", images=4)  # small and quick: the behaviour, not the ranges, is tested
+TRT_RULES = {"target": "tensorrt", "recipe": TENSORRT_FALLBACK_INT8}  # no Model Optimizer import: fast
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def calibrated(tiny_onnx, synthetic_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("int8")
     root = shutil.copytree(synthetic_root, work / "cityscapes")
     cache = work / "calib.json"
-    model, record = quantize_int8(load_source_onnx(tiny_onnx), root, CALIB, cache)
+    model, record = quantize_int8(load_source_onnx(tiny_onnx), root, CALIB, cache, **TRT_RULES)
     return model, record, root, cache
 
 
@@ -99,9 +102,13 @@ def test_calibration_cache_round_trip_reads_no_images(tiny_onnx, calibrated):
     model, record, root, cache = calibrated
     assert record.images_read == record.images == 4 and cache.is_file() and trt_table_path(cache).is_file()
     shutil.rmtree(root)  # the second build cannot read an image: there is none
-    again, reused = quantize_int8(load_source_onnx(tiny_onnx), None, CALIB, cache)
+    again, reused = quantize_int8(load_source_onnx(tiny_onnx), None, CALIB, cache, **TRT_RULES)
     assert reused.images_read == 0 and reused.digest == record.digest
     assert again.graph.SerializeToString() == model.graph.SerializeToString()  # same scales, same graph
+    # The cache holds the ranges of every quantizable tensor: the ONNX Runtime recipe quantizes from it too.
+    cpu, cpu_record = quantize_int8(load_source_onnx(tiny_onnx), None, CALIB, cache, target="onnxruntime")
+    assert cpu_record.images_read == 0 and cpu_record.recipe == "onnxruntime/onnxruntime"
+    assert {n.op_type for n in cpu.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
     # Other settings make another cache key: it must calibrate, and cannot without images.
     with pytest.raises(InputError, match="calib-data"):
         quantize_int8(load_source_onnx(tiny_onnx), None, Int8Options(method="entropy", images=4), cache)
@@ -147,6 +154,41 @@ def test_dynamic_shape_graph_quantizes_and_runs_at_other_sizes(synthetic_root, t
     quantized, record = quantize_int8(load_source_onnx(tmp_path / "dynamic.onnx"), synthetic_root, CALIB)
     assert record.images_read == 4
     producers = {out: node for node in quantized.graph.node for out in node.output}
-    assert producers["a"].op_type == "Conv" and producers[producers["a"].input[1]].op_type == "DequantizeLinear"
+    conv = next(n for n in quantized.graph.node if n.name == "/model/encoder/Conv")
+    assert producers[conv.input[1]].op_type == "DequantizeLinear"
     session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": np.zeros((2, 3, 32, 48), np.float32)})[0].shape == (2, 4, 32, 48)
+
+
+def _zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
+    inits = _initializers(model)
+    return [inits[n.input[2]] for n in model.graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+
+
+def test_onnxruntime_int8_fuses_into_qlinear_ops(tiny_onnx, synthetic_root, tmp_path):
+    """The CPU recipe: u8 asymmetric activations, s8 symmetric per-channel weights, fused by ONNX Runtime."""
+    model, record = quantize_int8(load_source_onnx(tiny_onnx), synthetic_root, CALIB, target="onnxruntime")
+    assert record.recipe == "onnxruntime/onnxruntime"
+    info = ModelInfo.from_onnx_model(model)
+    assert info.engine_target == "onnxruntime" and "QLinear-fused" in info.engine_purpose
+    inits = _initializers(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    activation_zps = [z for z in _zero_points(model) if z.dtype == np.uint8]
+    assert activation_zps and any(z.any() for z in activation_zps)  # uint8, asymmetric
+    weights = [producers[n.input[1]] for n in model.graph.node
+               if n.op_type == "Conv" and producers.get(n.input[1]) is not None]
+    assert weights and all(inits[dq.input[0]].dtype == np.int8 and not inits[dq.input[2]].any() for dq in weights)
+    assert not any(inits[n.input[0]].dtype == np.int32 for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in inits)  # biases float: ORT quantizes them
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    fused = Counter(node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    # Every conv the recipe quantizes (all but the SVN 1x1s and the classifier) is a QLinearConv; the
+    # residual sums and the downsamplers' concats stay int8 too (a broken chain would leave them float).
+    assert fused["QLinearConv"] == len(weights), fused
+    assert fused["QLinearAdd"] > 0 and fused["QLinearConcat"] > 0, fused
+    assert fused["QuantizeLinear"] + fused["DequantizeLinear"] < fused["QLinearConv"], fused

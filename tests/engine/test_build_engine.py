@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -167,14 +168,84 @@ def test_already_converted_onnx_is_refused(workdir, capsys):
 
 
 @pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT and a GPU are present")
-def test_tensorrt_missing(workdir, capsys):
-    assert main(["--fp16", "--backend", "tensorrt"]) == 2
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_tensorrt_target_without_tensorrt_writes_the_ready_graph(workdir, capsys, synthetic_root, precision):
+    from lrnnet.export.tensorrt_rules import check_tensorrt_parser_rules
+
+    calib = ["--calib-data", str(synthetic_root), "--calib-images", "4"] if precision == "int8" else []
+    assert main([f"--{precision}", "--backend", "tensorrt", *calib]) == 0
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
+    ready = f"lrnnet_{precision}.trt.onnx"
+    assert len(out) == 1 and "build it on the GPU machine" in out[0], out
+    assert f"lrnnet-build-engine {ready} --{precision} --backend tensorrt" in out[0]
+    assert f"trtexec --onnx={ready} --saveEngine=lrnnet_{precision}.engine --stronglyTyped" in out[0]
+    assert _files(workdir) == {"lrnnet.onnx", ready, ready + ".json"}
+    sidecar = read_sidecar(workdir / ready)
+    assert sidecar.target == "tensorrt" and "TensorRT-ready" in sidecar.purpose and sidecar.precision == precision
+    graph = onnx.load(str(workdir / ready))
+    info = ModelInfo.from_onnx_model(graph)
+    assert info.engine_target == "tensorrt" and info.engine_purpose == sidecar.purpose
+    check_tensorrt_parser_rules(graph)  # raises on a broken rule
+    if precision == "fp16":
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
+    else:
+        assert "Model Optimizer" in info.engine_purpose or "Model Optimizer" in captured.err
+    assert find_newest_engine(workdir) is None  # a build input, not an engine to run
+
+
+@pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT and a GPU are present")
+def test_engine_from_the_ready_graph_needs_tensorrt(workdir, capsys):
+    assert main(["--fp16", "--backend", "tensorrt"]) == 0
+    capsys.readouterr()
+    before = _files(workdir)
+    assert main(["lrnnet_fp16.trt.onnx", "--fp16"]) == 2
+    assert "needs TensorRT and an NVIDIA GPU" in _one_line_error(capsys)
+    assert main(["lrnnet_fp16.trt.onnx", "--int8"]) == 2
+    assert "TensorRT-ready fp16 graph" in _one_line_error(capsys)
+    assert _files(workdir) == before
+
+
+def test_source_is_positional_or_onnx(workdir, capsys):
+    (workdir / "lrnnet.onnx").rename(workdir / "model.onnx")
+    assert main(["model.onnx", "--fp32", "--backend", "onnxruntime"]) == 0
+    assert (workdir / "lrnnet_fp32.onnx").is_file()
+    capsys.readouterr()
+    assert main(["model.onnx", "--fp32", "--onnx", "other.onnx"]) == 2
+    assert "two sources" in _one_line_error(capsys)
+
+
+def test_onnxruntime_files_say_what_they_are(workdir):
+    build_engine(BuildOptions(onnx=Path("lrnnet.onnx"), precision="fp16", backend="onnxruntime"))
+    fp16 = onnx.load(str(workdir / "lrnnet_fp16.onnx"))
+    info = ModelInfo.from_onnx_model(fp16)
+    assert info.engine_target == "onnxruntime" and "CUDA execution provider" in info.engine_purpose
+    assert read_sidecar(workdir / "lrnnet_fp16.onnx").purpose == info.engine_purpose
+    # Saved as converted: real float16 convs, not the CPU provider's float32 convs wrapped in Casts.
+    inits = {i.name: i for i in fp16.graph.initializer}
+    convs = [n for n in fp16.graph.node if n.op_type == "Conv" and n.input[1] in inits]
+    assert sum(inits[n.input[1]].data_type == onnx.TensorProto.FLOAT16 for n in convs) > len(convs) // 2
+
+
+def test_tensorrt_target_graph_breaking_a_parser_rule_is_refused(workdir, capsys):
+    """A graph TensorRT's parser would reject (Slice on UINT8) exits 2 and writes nothing."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(workdir / "lrnnet.onnx"))
+    consumers = [n for n in model.graph.node if "input" in n.input]
+    model.graph.node.insert(0, helper.make_node("Cast", ["input"], ["as_u8"], to=TensorProto.UINT8, name="u8"))
+    model.graph.initializer.extend([onnx.numpy_helper.from_array(np.array([v], np.int64), name) for name, v in
+                                    (("s0", 0), ("s1", 3), ("ax", 1))])
+    model.graph.node.insert(1, helper.make_node("Slice", ["as_u8", "s0", "s1", "ax"], ["sliced"], name="slice_u8"))
+    model.graph.node.insert(2, helper.make_node("Cast", ["sliced"], ["back"], to=TensorProto.FLOAT, name="f32"))
+    for node in consumers:
+        node.input[:] = ["back" if name == "input" else name for name in node.input]
+    ModelInfo.from_onnx_model(model).write_to(model)
+    onnx.save(model, str(workdir / "bad.onnx"))
+    assert main(["bad.onnx", "--fp32", "--backend", "tensorrt"]) == 2
     line = _one_line_error(capsys)
-    assert "pip install 'lrnnet[tensorrt]'" in line and "lrnnet-infer VIDEO --model lrnnet_fp16.onnx" in line
-    # What it could build is there and complete (the ONNX Runtime engine); no TensorRT engine.
-    assert _files(workdir) == {"lrnnet.onnx", "lrnnet_fp16.onnx", "lrnnet_fp16.onnx.json"}
-    assert read_sidecar(workdir / "lrnnet_fp16.onnx").backend == "onnxruntime"
-    assert ModelInfo.from_onnx_model(onnx.load(str(workdir / "lrnnet_fp16.onnx"))).precision == "fp16"
+    assert "slice_u8" in line and "Slice" in line
+    assert _files(workdir) == {"lrnnet.onnx", "bad.onnx"}
 
 
 def test_bad_output_names(workdir, capsys):
@@ -212,7 +283,7 @@ def test_tensorrt_int8_qdq_engine_builds(workdir, synthetic_root):
     result = build_engine(BuildOptions(onnx=Path("lrnnet.onnx"), precision="int8", backend="tensorrt",
                                        calib_data=synthetic_root, int8=Int8Options(images=4)))
     sidecar = read_sidecar(result.engine)
-    assert result.engine.name == "lrnnet_int8.engine" and read_sidecar(workdir / "lrnnet_int8.onnx").precision == "int8"
+    assert result.engine.name == "lrnnet_int8.engine" and read_sidecar(workdir / "lrnnet_int8.trt.onnx").precision == "int8"
     assert not [p for p in workdir.iterdir() if p.name.startswith(".")]  # no scratch file left
     assert sidecar.calibration["images"] == 4 and sidecar.precision == "int8"
 
