@@ -49,6 +49,10 @@ def build_parser() -> Parser:
                         help="torch on CUDA: FP16 autocast (default on CUDA); an ONNX's precision is in the graph")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="torch on CUDA or a TensorRT engine: replay a captured CUDA graph")
+    parser.add_argument("--peak", action=argparse.BooleanOptionalAction, default=True,
+                        help="CPU backends: also measure this machine's FP32 and u8s8 GEMM peaks (a few seconds, "
+                             "the same threads) and print the achieved GFLOP/s (GOP/s for INT8) and the fraction "
+                             "of the matching peak")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
     return parser
 
@@ -81,7 +85,16 @@ def _runner_options(args: argparse.Namespace, backend: str) -> dict:
 def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import preflight, write_json_atomic
     from lrnnet.errors import InputError
-    from lrnnet.runtime.benchmark import SWEEP_SIZES, TABLE_HEADER, BenchmarkOptions, host_description, sweep
+    from lrnnet.runtime.benchmark import (
+        SWEEP_SIZES,
+        TABLE_HEADER,
+        BenchmarkOptions,
+        add_peak_fraction,
+        host_description,
+        runner_threads,
+        runs_on_cpu,
+        sweep,
+    )
     from lrnnet.runtime.factory import backend_for_path, open_runner
     from lrnnet.runtime.latency import PAPER_SETTING
 
@@ -100,6 +113,14 @@ def _body(args: argparse.Namespace) -> int:
         results = sweep(runner, sizes, args.batch, BenchmarkOptions(warmup=args.warmup, iters=args.iters,
                                                                      cuda_graph=args.cuda_graph and backend == "torch"),
                         model_name=str(args.model))
+        peaks = None
+        if args.peak and runs_on_cpu(runner):
+            from lrnnet.log import timed_step
+            from lrnnet.runtime.peak import measure_gemm_peaks
+
+            with timed_step("Measuring this machine's GEMM peaks"):
+                peaks = measure_gemm_peaks(runner_threads(runner))
+            add_peak_fraction(results, runner, args.model, peaks)
     first = results[0]
     print(f"model: {args.model} ({first.backend}, {first.precision})")
     print(f"device: {first.device}")
@@ -108,12 +129,16 @@ def _body(args: argparse.Namespace) -> int:
     print(TABLE_HEADER)
     for result in results:
         print(result.row())
+    if peaks is not None:
+        print(f"{peaks.summary()}; 'achieved' counts 2 x multiply-adds of the model's convolutions and matrix "
+              "products per image")
     for result in results:
         if result.batch == 1:
             print(f"vs paper ({result.size[0]}x{result.size[1]}): {result.paper_comparison()['note']}")
     if args.json is not None:
         write_json_atomic(args.json, {"model": str(args.model), "device": first.device, "host": host_description(),
-                                      "reference": PAPER_SETTING, "runs": [r.to_dict() for r in results]})
+                                      "reference": PAPER_SETTING, "runs": [r.to_dict() for r in results],
+                                      **({"gemm_peaks": peaks.to_dict()} if peaks is not None else {})})
         print(f"report: {args.json}")
     return 0
 

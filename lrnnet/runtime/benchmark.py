@@ -34,8 +34,8 @@ from lrnnet.log import logger, progress
 from lrnnet.runtime._device import cpu_name, cpu_threads
 from lrnnet.runtime.latency import PAPER_BATCH, PAPER_INPUT_SIZE, compare_with_paper, summarize_latency
 
-__all__ = ["DEFAULT_ITERS", "DEFAULT_WARMUP", "SWEEP_SIZES", "BenchmarkOptions", "BenchmarkResult", "benchmark",
-           "check_shape", "host_description", "resolve_size", "sweep"]
+__all__ = ["DEFAULT_ITERS", "DEFAULT_WARMUP", "SWEEP_SIZES", "BenchmarkOptions", "BenchmarkResult", "add_peak_fraction",
+           "benchmark", "check_shape", "host_description", "resolve_size", "runner_threads", "runs_on_cpu", "sweep"]
 
 DEFAULT_WARMUP = 50
 DEFAULT_ITERS = 100
@@ -82,6 +82,9 @@ class BenchmarkResult:
     latency: dict[str, Any]  # summarize_latency: mean/p50/p90/p99 ms per batch, fps (batches/s), count
     host: dict[str, Any] = field(default_factory=dict)
     samples_ms: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)  # per timed iteration
+    # Speed against the machine's limit (add_peak_fraction): model GOP per image, the achieved rate at
+    # the mean latency, its unit (GFLOP/s, or GOP/s for INT8), the matching GEMM peak and the fraction.
+    roofline: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fps(self) -> float | None:
@@ -108,17 +111,21 @@ class BenchmarkResult:
             "latency_ms": {k: v for k, v in self.latency.items() if k != "fps"},
             "fps": self.fps,
             "paper": self.paper_comparison(),
+            **({"roofline": self.roofline} if self.roofline else {}),
         }
 
     def row(self) -> str:
         lat = self.latency
         shape = "x".join(str(d) for d in self.input_shape)
+        roof = self.roofline
+        limit = f"{roof['achieved']:9.1f} {roof['unit']:<7} {100.0 * roof['fraction_of_peak']:6.1f}%" if roof else \
+            f"{'-':>9} {'':<7} {'-':>7}"
         return (f"{self.backend:<11} {self.precision:<5} {shape:<16} {lat['mean_ms']:9.2f} {lat['p50_ms']:9.2f} "
-                f"{lat['p90_ms']:9.2f} {lat['p99_ms']:9.2f} {self.fps:9.1f}")
+                f"{lat['p90_ms']:9.2f} {lat['p99_ms']:9.2f} {self.fps:9.1f} {limit}")
 
 
 TABLE_HEADER = (f"{'backend':<11} {'prec':<5} {'input':<16} {'mean ms':>9} {'p50 ms':>9} {'p90 ms':>9} "
-                f"{'p99 ms':>9} {'FPS':>9}")
+                f"{'p99 ms':>9} {'FPS':>9} {'achieved':>9} {'unit':<7} {'of peak':>7}")
 
 
 def host_description() -> dict[str, Any]:
@@ -303,3 +310,65 @@ def sweep(runner: Any, sizes: Sequence[tuple[int, int] | None], batches: Sequenc
     return [benchmark(runner, BenchmarkOptions(size=size, batch=batch, warmup=options.warmup, iters=options.iters,
                                                cuda_graph=options.cuda_graph, seed=options.seed), model_name)
             for size, batch in combos]
+
+
+def runs_on_cpu(runner: Any) -> bool:
+    """Whether the runner computes on this machine's CPU (so its speed is held against the CPU's GEMM peak)."""
+    if runner.backend == "onnxruntime":
+        return getattr(runner, "cuda_index", None) is None
+    if runner.backend == "torch":
+        return next(runner.model.parameters()).device.type == "cpu"
+    return False
+
+
+def runner_threads(runner: Any) -> int | None:
+    """The intra-op threads the runner computes with (what the GEMM peaks must be measured with)."""
+    if runner.backend == "onnxruntime":
+        return getattr(runner, "threads", None) or getattr(runner, "_threads", None)
+    if runner.backend == "torch":
+        import torch
+
+        return int(torch.get_num_threads())
+    return None
+
+
+def _model_ops(runner: Any, model_path: Any, input_shape: tuple[int, ...]) -> Any:
+    """Operations per inference of what the runner runs, at ``input_shape`` (None when they cannot be counted)."""
+    from lrnnet.runtime.peak import ModelOps, model_ops
+
+    try:
+        if runner.backend == "torch":
+            import torch
+            from torch.utils.flop_counter import FlopCounterMode
+
+            module = runner.model
+            with FlopCounterMode(display=False) as counter, torch.inference_mode():
+                module(torch.zeros(input_shape, device=next(module.parameters()).device))
+            per_image = counter.get_total_flops() // input_shape[0]
+            return ModelOps(ops=per_image, input_shape=(1, *input_shape[1:]), by_op={})
+        if str(model_path).endswith(".onnx"):
+            ops = model_ops(model_path, (1, *input_shape[1:]))
+            return ops
+    except Exception as exc:  # noqa: BLE001 - a count is an extra column, never a reason to lose the timing
+        logger.info("could not count the operations of %s (%s: %s); no fraction of peak", model_path,
+                    type(exc).__name__, exc)
+    return None
+
+
+def add_peak_fraction(results: Sequence[BenchmarkResult], runner: Any, model_path: Any, peaks: Any) -> None:
+    """Fill each CPU result's ``roofline``: achieved GFLOP/s (GOP/s for INT8) and its fraction of ``peaks``.
+
+    ``peaks``: lrnnet.runtime.peak.GemmPeaks measured in the same run with the runner's threads.
+    GPU results are left without (a CPU GEMM peak says nothing about them).
+    """
+    from lrnnet.runtime.peak import peak_columns
+
+    if peaks is None or not runs_on_cpu(runner):
+        return
+    counted: dict[tuple[int, ...], Any] = {}
+    for result in results:
+        shape = (1, *result.input_shape[1:])
+        if shape not in counted:
+            counted[shape] = _model_ops(runner, model_path, shape)
+        result.roofline = peak_columns(counted[shape], peaks, result.precision, result.batch,
+                                       result.latency["mean_ms"])

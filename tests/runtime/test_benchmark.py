@@ -92,9 +92,11 @@ def _run(argv, capsys) -> tuple[int, str, str]:
 def test_cli_json_fields(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc, stdout, _ = _run(["--model", str(tiny_checkpoint), "--device", "cpu", "--height", "32", "--width", "64",
-                          "--warmup", "1", "--iters", "3", "--threads", "1", "--json", str(out), "--no-progress"], capsys)
+                          "--warmup", "1", "--iters", "3", "--threads", "1", "--json", str(out), "--no-progress",
+                          "--no-peak"], capsys)
     assert rc == 0
     data = json.loads(out.read_text())
+    assert "gemm_peaks" not in data and "roofline" not in data["runs"][0]  # --no-peak
     assert data["reference"] == PAPER_SETTING and data["host"]["cpu"] == cpu_name()
     assert data["host"]["cpu_threads"] >= 1
     (run,) = data["runs"]
@@ -108,6 +110,50 @@ def test_cli_json_fields(tiny_checkpoint, tmp_path, capsys):
     assert run["paper"]["target_fps"] == PAPER_FPS and run["paper"]["same_setting"] is False
     assert run["paper"]["measured_fps"] == pytest.approx(run["fps"])
     assert "torch" in stdout and "vs paper" in stdout and cpu_name() in stdout
+
+
+def test_fraction_of_peak_on_onnxruntime(tiny_onnx):
+    """Each CPU result gets the model's operations over its mean latency, held against the matching peak."""
+    from lrnnet.runtime.benchmark import add_peak_fraction, runner_threads
+    from lrnnet.runtime.factory import open_runner
+    from lrnnet.runtime.peak import GemmPeaks, model_ops
+
+    peaks = GemmPeaks(fp32_gflops=50.0, u8s8_gops=200.0, threads=1, fp32_size=512, u8s8_size=512, method="given")
+    with open_runner(tiny_onnx, backend="onnxruntime", threads=1) as runner:
+        assert runner_threads(runner) == 1
+        results = sweep(runner, [None], [1], BenchmarkOptions(warmup=0, iters=2))
+        add_peak_fraction(results, runner, tiny_onnx, peaks)
+    (result,) = results
+    roof = result.roofline
+    giga = model_ops(tiny_onnx).giga
+    assert roof["model_gops"] == pytest.approx(giga) and roof["unit"] == "GFLOP/s" and roof["peak"] == 50.0
+    assert roof["achieved"] == pytest.approx(giga / (result.latency["mean_ms"] / 1000.0))
+    assert roof["fraction_of_peak"] == pytest.approx(roof["achieved"] / 50.0)
+    assert result.to_dict()["roofline"] == roof and "GFLOP/s" in result.row()
+
+
+@pytest.mark.slow
+def test_cli_measures_peaks_in_the_same_run(tiny_checkpoint, tmp_path, capsys):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = tmp_path / "bench.json"
+    rc, stdout, _ = _run(["--model", str(tiny_checkpoint), "--device", "cpu", "--height", "32", "--width", "64",
+                          "--warmup", "1", "--iters", "3", "--threads", "1", "--json", str(out), "--no-progress"], capsys)
+    assert rc == 0
+    data = json.loads(out.read_text())
+    peaks = data["gemm_peaks"]
+    assert peaks["threads"] == 1 and peaks["fp32_gflops"] > 0 and peaks["u8s8_gops"] > 0
+    roof = data["runs"][0]["roofline"]
+    import torch
+
+    from lrnnet.models import load_checkpoint
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        load_checkpoint(tiny_checkpoint)(torch.zeros(1, 3, 32, 64))
+    assert roof["model_gops"] == pytest.approx(counter.get_total_flops() / 1e9)
+    assert roof["peak"] == peaks["fp32_gflops"] and roof["unit"] == "GFLOP/s"
+    assert roof["fraction_of_peak"] == pytest.approx(roof["achieved"] / roof["peak"])
+    assert "GEMM peak of this machine now (1 thread" in stdout and "of peak" in stdout
 
 
 def test_cli_static_onnx_and_bad_inputs_are_one_line_exit_2(tiny_onnx, tiny_checkpoint, tmp_path, capsys):
