@@ -11,7 +11,10 @@ Runs, on the same random device-resident input (lrnnet.runtime.benchmark):
   on the CUDA provider when onnxruntime-gpu is installed;
 
 then prints the ratios (ONNX Runtime FP32 vs PyTorch eager, FP16 and INT8 vs FP32, power iteration
-vs exact SVD), the parameter count and the GFLOPs (torch.utils.flop_counter, a multiply-add = 2).
+vs exact SVD), the parameter count and the GFLOPs (torch.utils.flop_counter, a multiply-add = 2),
+and, for every CPU configuration, the achieved GFLOP/s (GOP/s for INT8) and its fraction of this
+machine's FP32 or u8s8 GEMM peak, measured right after the timing with the same threads
+(lrnnet.runtime.peak; --no-peak skips it).
 
 Configurations are timed round-robin (--rounds), so a load change on a shared machine hits every
 one alike and the ratios stay meaningful; absolute CPU times mean little (the paper's 71 FPS is a
@@ -42,6 +45,7 @@ from lrnnet.runtime.benchmark import (
     TABLE_HEADER,
     BenchmarkOptions,
     BenchmarkResult,
+    add_peak_fraction,
     benchmark,
     host_description,
 )
@@ -247,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8-onnx", type=Path, help="INT8 ONNX to use instead of building one")
     parser.add_argument("--calib-data", type=Path, help="Cityscapes root for INT8 calibration (default: synthetic)")
     parser.add_argument("--calib-images", type=int, default=8)
+    parser.add_argument("--no-peak", action="store_true",
+                        help="skip the GEMM peaks (FP32, u8s8) and the fraction of peak of each CPU configuration")
     parser.add_argument("--json", type=Path, help="write every result and ratio as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -263,7 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="lrnnet-bench-") as tmp:
         configs, facts = make_configs(args, size, stack, Path(tmp), missing)
         run_round_robin(configs, max(1, args.rounds))
-    results = {config.label: merged(config) for config in configs}
+        results = {config.label: merged(config) for config in configs}
+        peaks = None
+        if not args.no_peak:
+            from lrnnet.runtime.peak import measure_gemm_peaks
+
+            # Same process, same threads, right after the timing: the limit the CPU rows are held against.
+            peaks = measure_gemm_peaks(args.threads)
+            for config in configs:
+                add_peak_fraction([results[config.label]], config.runner, None, peaks)
 
     host = host_description()
     print(f"host: {host['cpu']}, {args.threads} threads" + (f", GPU {host['gpu']}" if "gpu" in host else ""))
@@ -273,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'configuration':<34} {TABLE_HEADER}")
     for label, result in results.items():
         print(f"{label:<34} {result.row()}")
+    if peaks is not None:
+        print(f"{peaks.summary()}; 'achieved' is the model's 2 x multiply-adds per image over the mean latency")
     ratios = {
         "onnxruntime_fp32_vs_torch_eager": ratio(results, "torch eager fp32 (power SVD)", "onnxruntime fp32 cpu"),
         "onnxruntime_fp16_vs_fp32": ratio(results, "onnxruntime fp32 cpu", "onnxruntime fp16 cpu"),
@@ -298,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         write_json_atomic(args.json, {"host": host, "size": list(size), "reference": PAPER_SETTING, **facts,
                                       "results": {k: v.to_dict() for k, v in results.items()},
-                                      "ratios": ratios, "not_run": missing})
+                                      "ratios": ratios, "not_run": missing,
+                                      **({"gemm_peaks": peaks.to_dict()} if peaks is not None else {})})
     return 0
 
 

@@ -336,6 +336,7 @@ def _model_ops(runner: Any, model_path: Any, input_shape: tuple[int, ...]) -> An
     """Operations per inference of what the runner runs, at ``input_shape`` (None when they cannot be counted)."""
     from lrnnet.runtime.peak import ModelOps, model_ops
 
+    model_path = model_path or getattr(runner, "name", "")  # an ONNX runner is named by its file
     try:
         if runner.backend == "torch":
             import torch
@@ -358,6 +359,8 @@ def _model_ops(runner: Any, model_path: Any, input_shape: tuple[int, ...]) -> An
 def add_peak_fraction(results: Sequence[BenchmarkResult], runner: Any, model_path: Any, peaks: Any) -> None:
     """Fill each CPU result's ``roofline``: achieved GFLOP/s (GOP/s for INT8) and its fraction of ``peaks``.
 
+    ``model_path``: the .onnx the runner runs (None: the runner's name); a torch runner is counted
+    on its module.
     ``peaks``: lrnnet.runtime.peak.GemmPeaks measured in the same run with the runner's threads.
     GPU results are left without (a CPU GEMM peak says nothing about them).
     """
