@@ -115,7 +115,7 @@ def test_fp16_engine_holds_float16_weights(engines):
 
 
 def test_fp16_logits_differ_from_fp32_by_float16_rounding_only(logits):
-    # Measured (tiny net, these frames): max |fp16 - fp32| = 1.98% of the logits' scale, pixel
+    # Measured (tiny net, these frames): max |fp16 - fp32| = 1.94% of the logits' scale, pixel
     # agreement 98.3%. A copied FP32 graph gives 0 and 100%.
     rel = _relative(logits["fp16"], logits["fp32"])
     assert 1e-3 < rel < 0.04, rel  # nonzero (a conversion happened), at most twice the measure
@@ -127,20 +127,26 @@ def test_int8_engine_quantizes_the_convs(engines):
     inits = _inits(model)
     producers = {out: node for node in model.graph.node for out in node.output}
     head = set(output_head_nodes(model))
-    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name not in head]
-    assert len(convs) > 50
-    for conv in convs:  # weights: int8 behind a DequantizeLinear; input: a dequantized activation
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    quantized = [n for n in convs if n.input[1] not in inits]
+    # Left float by the recipe (lrnnet.calib.recipes): the classifier head and the SVN's 1x1 convs.
+    # Measured: 81 of the tiny net's 85 convs quantized.
+    assert len(quantized) >= 80 and len(convs) == 85
+    for conv in convs:
+        if conv not in quantized:
+            assert conv.name in head or "/context/" in conv.name, conv.name
+    for conv in quantized:  # weights: int8 behind a DequantizeLinear; input: a dequantized activation
         weight_dq, input_dq = producers[conv.input[1]], producers.get(conv.input[0])
         assert weight_dq.op_type == "DequantizeLinear" and inits[weight_dq.input[0]].dtype == np.int8, conv.name
         assert input_dq is not None and input_dq.op_type == "DequantizeLinear", conv.name
         assert producers[input_dq.input[0]].op_type == "QuantizeLinear", conv.name
     ops = Counter(n.op_type for n in model.graph.node)
-    assert ops["QuantizeLinear"] >= len(convs) and ops["DequantizeLinear"] >= 2 * len(convs)
+    assert ops["QuantizeLinear"] >= len(quantized) and ops["DequantizeLinear"] >= 2 * len(quantized)
 
 
 def test_int8_logits_differ_from_fp32_by_quantization_error_only(logits):
-    # Measured (tiny untrained net, 4 calibration images, the default percentile method): max diff
-    # 0.65 of the logits' scale, correlation 0.916, pixel agreement 50.7% (its top-2 margins are
+    # Measured (tiny untrained net, 4 calibration images, the ONNX Runtime u8s8 recipe): max diff
+    # 0.54 of the logits' scale, correlation 0.931, pixel agreement 54.2% (its top-2 margins are
     # tiny; tests/calib/test_precision_accuracy.py measures a trained net's mIoU). A copied FP32
     # graph gives 0, 1.0 and 100%.
     int8, fp32 = logits["int8"], logits["fp32"]
