@@ -44,6 +44,7 @@ from typing import Any
 
 import lrnnet
 from lrnnet._lazy import lazy_import
+from lrnnet._threads import count_text
 from lrnnet.errors import InputError
 from lrnnet.log import logger, progress_bar
 from lrnnet.runtime.sources import FrameSource
@@ -567,7 +568,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             threads = plan_threads(options.workers, cluster_cpus, node_cpus, options.threads)
             output_dir.mkdir(exist_ok=True)
             startup_s = time.perf_counter() - start
-            logger.info("Ray %s: %d workers x %d threads on %d CPUs", session.address, options.workers, threads,
+            logger.info("Ray %s: %d workers x %s on %d CPUs", session.address, options.workers, count_text(threads),
                         cluster_cpus)
             start = time.perf_counter()
             results.update(_execute(session.ray, todo, model, model_sha256, options, threads))
@@ -727,7 +728,7 @@ def format_batch_summary(report: dict[str, Any]) -> str:
     if report["done"]:
         lines.append(f"Frames     {report['total_frames']} in {report['wall_s']:.2f} s: "
                      f"{report['frames_per_s']:.1f} frames/s with {report['workers']} workers x "
-                     f"{report['threads_per_worker']} threads ({report['device']})")
+                     f"{count_text(report['threads_per_worker'])} ({report['device']})")
     if report["ray_address"]:
         lines.append(f"Ray        {report['ray_address']}")
     lines += [f"Failed     {e['source']}: {e['error']}" for e in report["sources"] if e["status"] == "failed"]
