@@ -116,7 +116,7 @@ def read_sources(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
                 entry = line.split("#", 1)[0].strip()
                 if entry:
                     listed = Path(entry).expanduser()
-                    sources.append(str(listed if listed.is_absolute() else path.parent / listed))
+                    sources.append(os.path.normpath(listed if listed.is_absolute() else path.parent / listed))
         else:
             sources.append(str(spec))
     if not sources:
@@ -282,6 +282,9 @@ class _SegmentWorker:
         from lrnnet.runtime.sources import quiet_video_logs
 
         quiet_video_logs()
+        import cv2
+
+        cv2.setNumThreads(threads)  # OpenCV's resizes and colour conversions stay within this actor's share
         self._model_sha256, self._pipeline, self._counter = model_sha256, pipeline, counter
         self._settings = output_settings(pipeline)
         self._where = f"{socket.gethostname()}:{os.getpid()}"
@@ -311,6 +314,7 @@ class _SegmentWorker:
             return {**result, "status": "failed", "error": self._load_error}
         counter = _Reporter(self._counter, index)
         opened = None
+        result["started_at"] = time.time()  # wall clock: spans of sources on different machines are compared
         try:
             stamp = _source_stamp(path) if Path(path).exists() else None
             opened = open_source(path)
@@ -320,9 +324,9 @@ class _SegmentWorker:
                 "schema": MARKER_SCHEMA, "lrnnet_version": lrnnet.__version__, "source": stamp,
                 "model_sha256": self._model_sha256, "settings": self._settings, "output": _output_stamp(output),
                 **summary, "report": report})
-            return {**result, "status": "done", "error": None, **summary}
+            return {**result, "status": "done", "error": None, **summary, "finished_at": time.time()}
         except Exception as exc:  # noqa: BLE001 - a failed source is a result, not the end of the job
-            return {**result, "status": "failed", "error": _one_line(exc, source)}
+            return {**result, "status": "failed", "error": _one_line(exc, source), "finished_at": time.time()}
         finally:
             counter.flush()
             if opened is not None:
@@ -699,6 +703,9 @@ def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], opt
     done = [e for e in entries if e["status"] == "done"]
     frames = sum(e.get("frames") or 0 for e in done)
     devices = sorted({e["device"] for e in done if e.get("device")})
+    # From the first source started to the last one finished: the job's wall time less Ray's and the actors'
+    # start-up (loading lrnnet and the model in each new process), which a long job amortises.
+    span = (max(e["finished_at"] for e in done) - min(e["started_at"] for e in done)) if done else 0.0
     return {
         "lrnnet_version": lrnnet.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -717,6 +724,8 @@ def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], opt
         "ray_startup_s": startup_s,
         "wall_s": wall_s,  # the job, Ray startup excluded
         "frames_per_s": frames / wall_s if frames and wall_s > 0 else None,
+        "processing_s": span,
+        "frames_per_s_processing": frames / span if frames and span > 0 else None,
         "sources": entries,
     }
 

@@ -248,3 +248,56 @@ def _copy(source: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(source.read_bytes())
     return target
+
+
+def _segment_workers(raylet_pid: int) -> list[int]:
+    """PIDs of this test's Ray actors that hold a runner (children of our raylet named after the worker class)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == raylet_pid and "_SegmentWorker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor processes through /proc (Linux)")
+def test_a_killed_actor_fails_only_its_source(local_ray, sources, tiny_onnx, tmp_path):
+    """SIGKILL both actors while each segments a long video: those two sources fail with the reason, the
+    queued ones finish on the actors Ray restarts, and the job itself does not fail."""
+    import signal
+    import threading
+
+    long_videos = [write_synthetic_video(tmp_path / f"long_{i}.mp4", size=VIDEO_SIZE, frames=400, seed=i)
+                   for i in range(2)]
+    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    out = tmp_path / "out"
+    outcome: dict = {}
+    job = threading.Thread(target=lambda: outcome.update(report=run_batch(
+        [*long_videos, sources["north"], sources["south"]], tiny_onnx, out, BatchOptions(workers=2))))
+    job.start()
+    deadline = time.monotonic() + 120
+    killed: list[int] = []
+    while time.monotonic() < deadline and not killed:
+        busy = [p for p in out.iterdir() if p.name.startswith(".long_")] if out.is_dir() else []
+        if len(busy) == 2:  # both long videos are being written: each actor holds one
+            killed = _segment_workers(raylet)
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    job.join(timeout=180)
+    assert len(killed) == 2 and not job.is_alive()
+    by_name = {Path(e["source"]).stem: e for e in outcome["report"]["sources"]}
+    for name in ("long_0", "long_1"):
+        assert by_name[name]["status"] == "failed" and "worker process died" in by_name[name]["error"]
+        assert not (out / f"{name}_seg.mp4").exists()
+    for name in ("north", "south"):
+        assert by_name[name]["status"] == "done" and by_name[name]["frames"] == FRAMES
+        assert len(read_video(out / f"{name}_seg.mp4")) == FRAMES
