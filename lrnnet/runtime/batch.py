@@ -490,8 +490,21 @@ def _probe_gcs(address: str) -> None:
             GcsClient(address=address)
         except TypeError:  # another Ray's signature: leave it to ray.init
             pass
+        except Exception as exc:
+            # Ray's GCS answering, but refusing us: a cluster with token authentication (`ray start`'s
+            # default) and no token sent.
+            if "auth" not in str(exc).lower():
+                raise
+            needs_token.append(True)
 
+    needs_token: list[bool] = []
     _bounded(probe, _PROBE_TIMEOUT_S, f"{address} is not a Ray cluster's GCS (`ray start --head` prints the address)")
+    if needs_token:
+        # Ray reads RAY_AUTH_MODE once per process, and a client in token mode cannot run actors on a cluster
+        # without authentication: the user says which it is.
+        sent = "was refused" if os.environ.get("RAY_AUTH_MODE") == "token" else "was not sent (RAY_AUTH_MODE is not token)"
+        raise InputError(f"the Ray cluster at {address} uses token authentication and the token {sent}: set "
+                         "RAY_AUTH_MODE=token, with the head's ~/.ray/auth_token copied here or RAY_AUTH_TOKEN set")
 
 
 def _quiet_ray_data() -> None:
@@ -625,6 +638,9 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, model_sha256: str, op
             if item is None:
                 break
             if isinstance(item, BaseException):
+                if type(item).__module__.startswith("ray"):  # the job, not a source (actors that cannot start)
+                    raise InputError(f"the Ray job failed: {type(item).__name__}: {' '.join(str(item).split())[:300]}"
+                                     " (see the Ray logs)") from item
                 raise item
             if isinstance(item, dict):
                 item["output"] = str(by_index[item["index"]].output)  # as the driver names it, not the worker

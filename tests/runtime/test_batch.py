@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -300,4 +301,63 @@ def test_a_killed_actor_fails_only_its_source(local_ray, sources, tiny_onnx, tmp
         assert not (out / f"{name}_seg.mp4").exists()
     for name in ("north", "south"):
         assert by_name[name]["status"] == "done" and by_name[name]["frames"] == FRAMES
+        assert len(read_video(out / f"{name}_seg.mp4")) == FRAMES
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _kill_cluster(temp_dir: Path) -> None:
+    """SIGKILL the processes of the cluster this test started (found by its own temp dir), never `ray stop`,
+    which would stop every Ray on the machine."""
+    import signal
+
+    ours, parents = [], {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if str(temp_dir) in cmdline:
+            ours.append(int(entry.name))
+    children = [pid for pid, parent in parents.items() if parent in ours]
+    for pid in ours + children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="stops its cluster through /proc (Linux)")
+def test_the_same_job_runs_on_a_cluster_by_address(sources, tiny_onnx, tmp_path):
+    """`ray start --head`, then lrnnet-infer --ray-address in another process: the job runs there."""
+    temp_dir = Path(f"/tmp/lrnnet_ray_{os.getpid()}")  # Ray's socket paths must stay short
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = Path(sys.executable).with_name("ray")
+    try:
+        subprocess.run([str(ray_cli), "start", "--head", "--port", str(port), "--num-cpus", "2", "--temp-dir",
+                        str(temp_dir), "--include-dashboard", "false", "--disable-usage-stats"], env=env,
+                       check=True, capture_output=True, timeout=120)
+        out, report = tmp_path / "out", tmp_path / "report.json"
+        result = subprocess.run([sys.executable, "-m", "lrnnet.cli.infer", str(sources["north"]), str(sources["east"]),
+                                 "--model", str(tiny_onnx), "--output-dir", str(out), "--ray-address",
+                                 f"127.0.0.1:{port}", "--report", str(report), "--no-progress"], env=env,
+                                check=False, capture_output=True, text=True, timeout=300)
+    finally:
+        _kill_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["ray_address"] == f"127.0.0.1:{port}" and data["done"] == 2
+    for name in ("north", "east"):
         assert len(read_video(out / f"{name}_seg.mp4")) == FRAMES
