@@ -131,13 +131,16 @@ def _remove(path: Path) -> None:
 # -- preflight -------------------------------------------------------------------------------------------
 
 
-def check_writable(path: str | os.PathLike[str] | None, directory: bool = False, what: str = "output") -> None:
+def check_writable(path: str | os.PathLike[str] | None, directory: bool = False, what: str = "output",
+                   make_parents: bool = False) -> None:
     """Refuse, before any work starts, an output that cannot be written: InputError (exit 2).
 
     A file output must not be a folder (and a folder output not a file); its parent folder must
     exist and take a new file (a read-only or full file system, no permission). Stale temporaries of
     killed runs are removed. The path is remembered by the running command's scope, so an error
     caused by its disk later on (ENOSPC inside ONNX or protobuf code) is reported as such.
+    `make_parents`: missing parent folders will be created (a run folder such as runs/lrnnet): the
+    nearest existing one must then take new files.
     """
     if path is None:
         return
@@ -148,13 +151,18 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
         raise InputError(f"{what} {path} is a directory; give a file name such as {path / '<name>'}")
     if path.exists() and directory and not path.is_dir():
         raise InputError(f"{what} {path} exists and is not a folder")
+    if path.exists() and not path.is_dir() and not path.is_file():  # a device, a FIFO, a socket
+        raise InputError(f"{what} {path} is not a regular file; give a file name")
     parent = path.parent
+    if make_parents:
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
     if not parent.exists():
         raise InputError(f"{what} {path}: folder {parent} does not exist; create it first")
     if not parent.is_dir():
         raise InputError(f"{what} {path}: {parent} is not a folder")
     clean_stale_temps(path)
-    probe = temp_path_for(path)
+    probe = temp_path_for(path if parent == path.parent else parent / path.name)
     try:
         with open(probe, "xb") as handle:
             handle.write(b"\0")
@@ -334,6 +342,8 @@ def verify_for(path: Path) -> Verifier:
         return verify_onnx
     if suffix in (".pth", ".pt"):
         return verify_zip
+    if suffix == ".engine":
+        return verify_nonempty
     return _verify_exists
 
 

@@ -89,6 +89,8 @@ UNWRITABLE = {
                                      "does not exist"),
     "eval --json is a folder": ("eval", ["--model", "{onnx}", "--data", "{data}", "--json", "{tmp}/folder"],
                                 "is a directory"),
+    "bench --json is a device": ("bench", ["--model", "{onnx}", "--iters", "1", "--json", "/dev/full"],
+                                 "not a regular file"),
     "bench --json in a missing folder": ("bench", ["--model", "{onnx}", "--iters", "1", "--warmup", "0",
                                                    "--json", "{tmp}/missing/b.json"], "does not exist"),
 }
@@ -466,3 +468,14 @@ def test_train_to_a_full_disk_exits_2(small_disk, capsys):
     assert status == 2
     assert_one_error_line(err, "disk is full")
     assert temps_under(small_disk) == []
+
+
+@pytest.mark.parametrize("command, argv", [
+    ("train", ["--synthetic", "--iters", "1", "--out", "{disk}/runs/lrnnet"]),
+    ("demo", ["--quick", "--workdir", "{disk}/demo"]),
+])
+def test_run_folders_on_a_read_only_disk_are_refused_up_front(command, argv, small_disk, capsys):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    status, err = run_cli(command, [a.format(disk=small_disk) for a in argv], capsys)
+    assert status == 2
+    assert_one_error_line(err, "read-only")

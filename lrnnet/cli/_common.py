@@ -139,7 +139,8 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
     except OSError as exc:
         if exc.errno in _USER_OS_ERRORS or isinstance(exc, (FileNotFoundError, IsADirectoryError,
                                                              NotADirectoryError, PermissionError)):
-            return _fail(prog, describe_os_error(exc), EXIT_BAD_INPUT)
+            unnamed_full = exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename
+            return _fail(prog, (unnamed_full and _disk_full_message()) or describe_os_error(exc), EXIT_BAD_INPUT)
         return _internal(prog, exc)
     except MemoryError:
         return _fail(prog, "out of memory: use a smaller --size or batch, or a machine with more memory",

@@ -32,8 +32,11 @@ def build_parser() -> Parser:
 
 
 def _body(args: argparse.Namespace) -> int:
+    from lrnnet._io import check_writable, refuse_overwrite
     from lrnnet.demo import DemoOptions, run_demo
 
+    refuse_overwrite(inputs=[args.cityscapes], outputs=[args.workdir])
+    check_writable(args.workdir, directory=True, make_parents=True)  # before the first step (lrnnet._io)
     if args.quick:
         options = DemoOptions(workdir=args.workdir, cityscapes=args.cityscapes, size=(64, 128), scene_size=(64, 128),
                               train_images=8, train_iters=4, batch=2, calib_images=4, video_frames=6, bench_iters=3,

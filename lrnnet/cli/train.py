@@ -71,8 +71,11 @@ def build_parser() -> Parser:
 
 
 def _body(args: argparse.Namespace) -> int:
+    from lrnnet._io import check_writable, refuse_overwrite
     from lrnnet.train import TrainConfig, train
 
+    refuse_overwrite(inputs=[args.data, args.resume], outputs=[args.out])
+    check_writable(args.out, directory=True, make_parents=True)  # before any data is written or read
     config = TrainConfig(
         data=args.data, synthetic=args.synthetic, out=args.out, size=args.size, crop=args.crop,
         scale_range=tuple(args.scale_range), flip=not args.no_flip, epochs=args.epochs, iters=args.iters,
