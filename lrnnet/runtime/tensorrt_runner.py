@@ -174,6 +174,7 @@ class TensorRTRunner(Runner):
         if not context.set_input_shape(self._input, largest):
             raise InputError(f"{self.name}: TensorRT refused the input shape {largest}")
         out_largest = _dims(context.get_tensor_shape(self._output))
+        self._check_io_against_info(in_dtype, out_dtype, out_largest)
         self._buffers[self._input] = _IOBuffer(self._cuda, self._input, in_dtype, int(np.prod(largest)) * in_dtype.itemsize)
         self._buffers[self._output] = _IOBuffer(self._cuda, self._output, out_dtype,
                                                 int(np.prod(out_largest)) * out_dtype.itemsize)
@@ -182,6 +183,19 @@ class TensorRTRunner(Runner):
                 raise RuntimeError(f"TensorRT refused the address of {name}")
         logger.debug("TensorRT I/O: %s %s %s -> %s %s %s", self._input, largest, in_dtype, self._output,
                      out_largest, out_dtype)
+
+    def _check_io_against_info(self, in_dtype: np.dtype, out_dtype: np.dtype, out_shape: tuple[int, ...]) -> None:
+        """As the ONNX Runtime runner: input dtype vs layout, labels vs logits, classes (the metadata is the engine's)."""
+        info = self.info
+        if (in_dtype == np.uint8) != info.preprocess_in_graph:
+            raise InputError(f"{self.name}: input type {in_dtype} does not match the sidecar's layout '{info.input_layout}'")
+        if info.argmax_in_graph:
+            if out_dtype.kind not in "iu" or len(out_shape) != 3:
+                raise InputError(f"{self.name}: the sidecar says the engine outputs class labels but it outputs "
+                                 f"{out_dtype} of shape {out_shape}; rebuild it with lrnnet-build-engine")
+        elif out_dtype.kind != "f" or len(out_shape) != 4 or out_shape[1] != info.num_classes:
+            raise InputError(f"{self.name}: the sidecar says the engine outputs {info.num_classes}-class logits but it "
+                             f"outputs {out_dtype} of shape {out_shape}; rebuild it with lrnnet-build-engine")
 
     def _check_shape_against_info(self, shape: tuple[int, ...]) -> None:
         info = self.info
