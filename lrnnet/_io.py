@@ -449,6 +449,7 @@ class _Scope:
     rollback: bool = True  # False: each output is final when renamed (a resumable command: training)
     committed: list[_Committed] = field(default_factory=list)
     watched: list[Path] = field(default_factory=list)  # outputs preflighted or being written
+    made_folders: list[Path] = field(default_factory=list)  # parents created for outputs: removed on rollback if empty
 
 
 _SCOPES: list[_Scope] = []
@@ -483,6 +484,9 @@ def command_outputs(rollback: bool = True) -> Iterator[None]:
         _SCOPES.pop()
         _LAST_FAILED[:] = [*scope.watched, *(c.target for c in scope.committed)]
         _roll_back(scope.committed)
+        for folder in reversed(scope.made_folders):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a folder the command made and filled with nothing kept
         raise
     _SCOPES.pop()
     outer = _current_scope()
@@ -490,10 +494,24 @@ def command_outputs(rollback: bool = True) -> Iterator[None]:
         outer.watched.extend(scope.watched)
     if outer is not None and outer.rollback:
         outer.committed.extend(scope.committed)
+        outer.made_folders.extend(scope.made_folders)
     else:
         for item in scope.committed:
             if item.backup is not None:
                 _remove(item.backup)
+
+
+def _make_parents(target: Path) -> None:
+    """Create the missing parents of `target`, remembered by the scope so that a rollback removes them."""
+    missing = []
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scope = _current_scope()
+    if scope is not None and scope.rollback:
+        scope.made_folders.extend(reversed(missing))
 
 
 def keep_outputs() -> None:
@@ -507,6 +525,7 @@ def keep_outputs() -> None:
             if item.backup is not None:
                 _remove(item.backup)
         scope.committed.clear()
+        scope.made_folders.clear()
 
 
 def _roll_back(committed: list[_Committed]) -> None:
@@ -565,7 +584,7 @@ def atomic_output(target: str | os.PathLike[str], verify: Verifier | None = None
         raise InputError(f"output {target} is a directory; give a file name")
     if directory and target.exists() and not target.is_dir():
         raise InputError(f"output {target} exists and is not a folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parents(target)
     clean_stale_temps(target)
     scope = _current_scope()
     if scope is not None:
@@ -602,7 +621,7 @@ class OutputSet:
         target = Path(target)
         if target.is_dir() and not directory:
             raise InputError(f"output {target} is a directory; give a file name")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_parents(target)
         clean_stale_temps(target)
         tmp = temp_path_for(target)
         if directory:

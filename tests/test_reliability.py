@@ -479,3 +479,19 @@ def test_run_folders_on_a_read_only_disk_are_refused_up_front(command, argv, sma
     status, err = run_cli(command, [a.format(disk=small_disk) for a in argv], capsys)
     assert status == 2
     assert_one_error_line(err, "read-only")
+
+
+def test_eval_failing_midway_leaves_no_predictions_folder(synthetic_root, tiny_onnx, tmp_path, capsys):
+    import cv2
+
+    root = tmp_path / "cityscapes"
+    shutil.copytree(synthetic_root, root)
+    last = max((root / "gtFine" / "val").rglob("*_labelIds.png"))  # the first images score, the last is bad
+    stem = last.name.split("_gtFine")[0]
+    for label in (root / "gtFine" / "val").rglob(f"{stem}_gtFine_*Ids.png"):
+        cv2.imwrite(str(label), np.zeros((13, 77), np.uint8))
+    status, err = run_cli("eval", ["--model", tiny_onnx, "--data", root, "--save-predictions", tmp_path / "pred",
+                                   "--json", tmp_path / "r.json"], capsys)
+    assert status == 2
+    assert_one_error_line(err, stem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cityscapes"]
