@@ -74,6 +74,7 @@ def test_matching_cache_is_reused_without_data(workdir, capsys, caplog):
     assert (workdir / "out.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_other_settings_recalibrate_and_say_so_in_one_line(workdir, synthetic_root, capsys, caplog):
     before = json.loads((workdir / "calib.json").read_text())
     assert main(["--int8", "--calib-cache", "calib.json", "--calib-images", "3", "--calib-data", str(synthetic_root),
@@ -84,6 +85,7 @@ def test_other_settings_recalibrate_and_say_so_in_one_line(workdir, synthetic_ro
     assert before["key"]["images"] == 2 and after["key"]["images"] == after["images_used"] == 3
 
 
+@pytest.mark.slow
 def test_other_images_recalibrate(workdir, tmp_path, synthetic_root, capsys, caplog):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -59,6 +59,7 @@ def test_counts_grouped_conv_matmul_and_gemm_by_hand():
     assert ops.by_op == {"Conv": conv, "MatMul": matmul, "Gemm": gemm} and ops.ops == conv + matmul + gemm
 
 
+@pytest.mark.slow
 def test_dynamic_uint8_export_is_counted_at_any_shape(tmp_path, tiny_checkpoint, reference_model):
     """A dynamic, in-graph-preprocessing export: the count at 64x128 is PyTorch's at 64x128."""
     from torch.utils.flop_counter import FlopCounterMode
