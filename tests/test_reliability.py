@@ -495,3 +495,18 @@ def test_eval_failing_midway_leaves_no_predictions_folder(synthetic_root, tiny_o
     assert status == 2
     assert_one_error_line(err, stem)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cityscapes"]
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_the_machines_limit_not_a_bug(tiny_checkpoint, tmp_path):
+    import resource
+
+    def limit_memory() -> None:  # 3 GiB of address space: torch loads, a 8192x8192 batch does not fit
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    result = subprocess.run([sys.executable, "-m", "lrnnet.cli.bench", "--model", str(tiny_checkpoint),
+                             "--height", "8192", "--width", "8192", "--iters", "1", "--warmup", "0"],
+                            capture_output=True, text=True, timeout=300, preexec_fn=limit_memory, cwd=tmp_path,
+                            check=False)
+    assert result.returncode == 2, result.stderr
+    assert_one_error_line(result.stderr, "out of memory")

@@ -143,8 +143,7 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
             return _fail(prog, (unnamed_full and _disk_full_message()) or describe_os_error(exc), EXIT_BAD_INPUT)
         return _internal(prog, exc)
     except MemoryError:
-        return _fail(prog, "out of memory: use a smaller --size or batch, or a machine with more memory",
-                     EXIT_BAD_INPUT)
+        return _fail(prog, _OUT_OF_MEMORY_MESSAGE, EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         return _fail(prog, "interrupted" + _NOTHING_COMMITTED * all_or_nothing, EXIT_INTERRUPTED)
     except Terminated as exc:
@@ -156,10 +155,18 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
 _NOTHING_COMMITTED = "; no output was written"
 
 
+# How native allocators (torch CPU/CUDA, ONNX Runtime, C++) say MemoryError: the machine's limit, not a bug.
+_OUT_OF_MEMORY = ("can't allocate memory", "failed to allocate memory", "bad_alloc", "out of memory",
+                  "unable to allocate")
+_OUT_OF_MEMORY_MESSAGE = "out of memory: use a smaller --size or batch, or a machine with more memory"
+
+
 def _internal(prog: str, exc: BaseException) -> int:
     disk_full = _disk_full_message()  # ENOSPC surfaces as "INVALID_PROTOBUF" from ONNX Runtime and the like
     if disk_full is not None:
         return _fail(prog, disk_full, EXIT_BAD_INPUT)
+    if any(text in str(exc).lower() for text in _OUT_OF_MEMORY):
+        return _fail(prog, _OUT_OF_MEMORY_MESSAGE, EXIT_BAD_INPUT)
     message = " ".join(str(exc).split()) or type(exc).__name__
     return _fail(prog, f"internal error: {type(exc).__name__}: {message} "
                        "(set LRNNET_DEBUG=1 for the traceback and report it)", EXIT_INTERNAL)
