@@ -1,131 +1,193 @@
-"""FP32 vs FP16 vs INT8 graphs on ONNX Runtime CPU, side by side in one run: latency ratios and mIoU.
+"""FP32 / FP16 / INT8 per target (lrnnet.calib.recipes), side by side: speed vs FP32, fraction of peak, accuracy.
 
-From a checkpoint, through the library: export at --size (lrnnet.export), FP16 and INT8 graphs
-(lrnnet.calib; INT8 calibrated on the training split of --data), then for each graph
+One command, sensible defaults: with no checkpoint it trains LRNNet briefly on synthetic scenes
+(as the test fixture does, ~1-2 min on 2 cores), because precision losses only show on a model
+that has learned something. Then, through the library's own build path (lrnnet.engine.build),
 
-* latency: the same preprocessed input, --warmup untimed then --iters timed runs, interleaved
-  round-robin across the three graphs (so load on a shared machine hits all alike), mean and p50;
-  the speed ratio is FP32's p50 over the graph's p50;
-* mIoU over the val split of --data (lrnnet.eval.metrics.ConfusionMatrix at the model's input size).
+* accuracy, per target: the FP32/FP16/INT8 graphs at the trained size (--accuracy-size), run on
+  ONNX Runtime CPU through ``open_runner(...).infer`` over the val split of --data (default: a
+  fresh synthetic tree, scenes never trained on): mIoU over the classes the ground truth contains,
+  and pixel agreement of each graph's argmax with FP32's. TensorRT-target graphs are TensorRT-ready
+  graphs (lrnnet_<p>.trt.onnx); their accuracy is measured on ONNX Runtime CPU, which runs them.
+* speed, ONNX Runtime target: the three engines at --speed-size (default the paper's 1x3x512x1024),
+  timed round-robin in one process through ``open_runner(...).infer`` (--rounds rounds after
+  warm-up), so load on a shared machine hits all alike: median latency, and the per-round speed
+  ratio FP32/engine as min/median/max; the achieved GFLOP/s (GOP/s for INT8) and its fraction of
+  this machine's FP32 or u8s8 GEMM peak (lrnnet.runtime.peak, measured in the same run).
+  TensorRT-target speed needs a GPU: marked so.
 
-Without --data, a synthetic Cityscapes tree is written for the purpose (lrnnet.data.synthetic).
-Ratios are what this measures; CPU absolute times say nothing about a GPU.
-
-    .venv/bin/python benchmarks/bench_precision.py CHECKPOINT [--data CITYSCAPES_ROOT] [--size 128x256]
-        [--calib-images 16] [--val-images 8] [--warmup 5 --iters 30] [--threads N]
+    .venv/bin/python benchmarks/bench_precision.py [CHECKPOINT] [--data ROOT] [--rounds 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 from _timing import interleaved_times_ms
 
-from lrnnet.calib.fp16 import convert_to_fp16
-from lrnnet.calib.graph import load_source_onnx
-from lrnnet.calib.int8 import CALIB_METHODS, DEFAULT_CALIB_METHOD, Int8Options, quantize_int8
+from lrnnet.calib.int8 import Int8Options
 from lrnnet.cli._common import parse_size
 from lrnnet.data.cityscapes import CityscapesDataset
 from lrnnet.data.preprocess import preprocess, resize_labels
+from lrnnet.engine.build import BuildOptions, build_engine
 from lrnnet.eval.metrics import ConfusionMatrix
 from lrnnet.log import set_progress, setup_logging
+from lrnnet.runtime import open_runner
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = ("onnxruntime", "tensorrt")
+# The test fixture's recipe (tests/fixtures_train.py): a model that segments unseen scenes clearly.
+TRAIN_RECIPE = {"size": (128, 256), "crop": (64, 128), "scale_range": (0.75, 1.5), "iters": 100, "batch": 8,
+                "lr": 5e-3, "synthetic_train": 32, "synthetic_val": 8, "synthetic_seed": 1, "seed": 0, "threads": 1}
 
 
-def session(model: onnx.ModelProto, threads: int | None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+def train_checkpoint(work: Path) -> tuple[Path, Path]:
+    """(checkpoint, its synthetic training tree): LRNNet trained briefly on synthetic scenes."""
+    from lrnnet.train import TrainConfig, train
+
+    result = train(TrainConfig(synthetic=True, out=work / "train", val_every=10**6, **TRAIN_RECIPE))
+    print(f"trained {result.last} (val mIoU {100 * result.final_miou:.1f} on its own synthetic val split)",
+          file=sys.stderr)
+    return result.last, result.data_root
 
 
-def evaluate(sess: ort.InferenceSession, root: Path, size: tuple[int, int], limit: int) -> tuple[ConfusionMatrix, np.ndarray]:
-    """The confusion matrix over the first `limit` val images, and the predictions."""
-    dataset = CityscapesDataset(root, "val")
-    name = sess.get_inputs()[0].name
+def export(checkpoint: Path, path: Path, size: tuple[int, int]) -> Path:
+    from lrnnet.export import ExportOptions, export_checkpoint
+
+    export_checkpoint(checkpoint, path, ExportOptions(height=size[0], width=size[1], verify=False))
+    return path
+
+
+def build_all(source: Path, target: str, calib: Path, images: int, out: Path) -> dict[str, Path]:
+    """The FP32/FP16/INT8 files of `target` built from `source` (precision graphs for TensorRT)."""
+    files = {}
+    out.mkdir(parents=True, exist_ok=True)
+    for precision in PRECISIONS:
+        suffix = ".engine" if target == "tensorrt" else ".onnx"
+        result = build_engine(BuildOptions(onnx=source, precision=precision, backend=target,
+                                           output=out / f"{target}_{precision}{suffix}", calib_data=calib,
+                                           int8=Int8Options(images=images)))
+        files[precision] = result.precision_onnx  # what ONNX Runtime runs (for TensorRT: the ready graph)
+    return files
+
+
+def evaluate(path: Path, root: Path, size: tuple[int, int], limit: int) -> tuple[float, np.ndarray]:
+    """(mIoU in points over the classes present in the ground truth, the predictions) on the val split."""
+    runner = open_runner(path, backend="onnxruntime", device="cpu")
     matrix, predictions = ConfusionMatrix(), []
+    dataset = CityscapesDataset(root, "val")
     for index in range(min(limit, len(dataset))):
         image, labels, _ = dataset[index]
-        assert labels is not None  # CityscapesDataset requires labels by default
-        prediction = sess.run(None, {name: preprocess(image, size)})[0].argmax(1)[0]
+        assert labels is not None
+        prediction = runner.infer(preprocess(image, size)).argmax(1)[0]
         matrix.update(prediction, resize_labels(labels, size))
         predictions.append(prediction)
-    return matrix, np.stack(predictions)
+    runner.close()
+    present = matrix.matrix.sum(axis=1) > 0
+    return 100.0 * float(np.nanmean(matrix.iou()[present])), np.stack(predictions)
 
 
-def present_class_miou(matrix: ConfusionMatrix) -> float:
-    """mIoU over the classes the ground truth contains (stable on small sets; see the accuracy test)."""
-    return 100.0 * float(np.nanmean(matrix.iou()[matrix.matrix.sum(axis=1) > 0]))
-
-
-def latencies(sessions: dict[str, ort.InferenceSession], batch: np.ndarray, warmup: int,
-              iters: int) -> dict[str, np.ndarray]:
-    name = next(iter(sessions.values())).get_inputs()[0].name
-    for sess in sessions.values():  # warm each graph up in turn before the round-robin
-        for _ in range(warmup):
-            sess.run(None, {name: batch})
-    runs = [lambda sess=sess: sess.run(None, {name: batch}) for sess in sessions.values()]
-    times = dict(zip(sessions, interleaved_times_ms(runs, iters, warmup=0)))
-    return {label: np.array(values) for label, values in times.items()}
+def time_round_robin(files: dict[str, Path], batch: np.ndarray, rounds: int, warmup: int) -> dict[str, list[float]]:
+    runners = {precision: open_runner(path, backend="onnxruntime", device="cpu") for precision, path in files.items()}
+    times = interleaved_times_ms([lambda r=r: r.infer(batch) for r in runners.values()], rounds, warmup=warmup)
+    for runner in runners.values():
+        runner.close()
+    return dict(zip(runners, times))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="an lrnnet training checkpoint (.pth)")
-    parser.add_argument("--data", type=Path, default=None, help="Cityscapes root (default: synthetic scenes)")
-    parser.add_argument("--size", type=parse_size, default=(128, 256), help="export HEIGHTxWIDTH")
+    parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                        help="an lrnnet checkpoint (default: train one on synthetic scenes)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="Cityscapes root: calibration (train) and accuracy (val); default synthetic")
+    parser.add_argument("--accuracy-size", type=parse_size, default=(128, 256), help="HxW of the accuracy graphs")
+    parser.add_argument("--speed-size", type=parse_size, default=(512, 1024), help="HxW of the timed engines")
     parser.add_argument("--calib-images", type=int, default=16)
-    parser.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD)
-    parser.add_argument("--val-images", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--val-images", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=20, help="timed round-robin rounds")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-peak", action="store_true", help="skip the GEMM peak measurement")
     args = parser.parse_args(argv)
     setup_logging()
     set_progress(False)
 
-    from lrnnet.export import ExportOptions, export_checkpoint
-
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
         work = Path(tmp)
-        data = args.data
-        if data is None:
+        checkpoint, calib = (args.checkpoint, args.data) if args.checkpoint else train_checkpoint(work)
+        val = args.data
+        if val is None:
             from lrnnet.data.synthetic import write_synthetic_cityscapes
 
-            data = write_synthetic_cityscapes(work / "cityscapes", size=args.size,
-                                              counts={"train": args.calib_images, "val": args.val_images},
-                                              cities=2, seed=2)  # seed 2: scenes the test fixture (seed 1) never trained on
-        source_path = work / "lrnnet.onnx"
-        export_checkpoint(args.checkpoint, source_path, ExportOptions(height=args.size[0], width=args.size[1],
-                                                                      verify=False))
-        source = load_source_onnx(source_path)
-        int8, record = quantize_int8(source, data, Int8Options(method=args.calib_method, images=args.calib_images))
-        models = {"fp32": source.model, "fp16": convert_to_fp16(source), "int8": int8}
-        sessions = {label: session(model, args.threads) for label, model in models.items()}
-        results = {label: evaluate(sess, data, args.size, args.val_images) for label, sess in sessions.items()}
-        val_images = len(results["fp32"][1])
-        image = CityscapesDataset(data, "val")[0][0]
-        times = latencies(sessions, preprocess(image, args.size), args.warmup, args.iters)
+            val = write_synthetic_cityscapes(work / "val", size=args.accuracy_size,
+                                             counts={"train": args.calib_images, "val": args.val_images}, cities=2,
+                                             seed=2)  # seed 2: scenes the training (seed 1) never saw
+        if calib is None:
+            calib = val
 
-    print(f"ONNX Runtime {ort.__version__} CPU, input {args.size[0]}x{args.size[1]}, {args.iters} timed runs each "
-          f"(round-robin); INT8 calibrated on {record.images} images ({record.method}); {val_images} val images")
-    print(f"{'graph':6} {'mean ms':>8} {'p50 ms':>8} {'speed':>7} {'mIoU':>6} {'Δ':>6} {'mIoU*':>6} {'Δ*':>6} "
-          f"{'agree':>7}")
-    base_p50, (base_matrix, base_pred) = np.percentile(times["fp32"], 50), results["fp32"]
-    for label in models:
-        matrix, prediction = results[label]
-        mean, p50 = times[label].mean(), np.percentile(times[label], 50)
-        official, present = 100.0 * matrix.miou(), present_class_miou(matrix)
-        print(f"{label:6} {mean:8.2f} {p50:8.2f} {base_p50 / p50:6.2f}x {official:6.2f} "
-              f"{official - 100.0 * base_matrix.miou():+6.2f} {present:6.2f} {present - present_class_miou(base_matrix):+6.2f} "
-              f"{100.0 * np.mean(prediction == base_pred):6.2f}%")
-    print("speed: FP32 p50 / p50 (the median resists load spikes on a shared machine); mIoU: official 19-class mean (ConfusionMatrix.miou); mIoU*: over the classes "
-          "in the ground truth; Δ: vs FP32 in points; agree: pixels with FP32's argmax")
+        # Accuracy per target, at the trained size.
+        small = export(checkpoint, work / "small.onnx", args.accuracy_size)
+        accuracy: dict[tuple[str, str], tuple[float, float]] = {}
+        for target in TARGETS:
+            files = build_all(small, target, calib, args.calib_images, work / f"acc_{target}")
+            results = {p: evaluate(files[p], val, args.accuracy_size, args.val_images) for p in PRECISIONS}
+            reference = results["fp32"][1]
+            for precision, (miou, prediction) in results.items():
+                accuracy[target, precision] = (miou, 100.0 * float(np.mean(prediction == reference)))
+
+        # Speed, ONNX Runtime target, at the speed size.
+        large = export(checkpoint, work / "large.onnx", args.speed_size)
+        speed_files = build_all(large, "onnxruntime", calib, args.calib_images, work / "speed")
+        image = CityscapesDataset(val, "val")[0][0]
+        times = time_round_robin(speed_files, preprocess(image, args.speed_size), args.rounds, args.warmup)
+        peaks = ops = None
+        if not args.no_peak:
+            from lrnnet.runtime.peak import measure_gemm_peaks, model_ops
+
+            peaks = measure_gemm_peaks()
+            ops = model_ops(large, (1, 3, *args.speed_size))
+
+    import onnxruntime
+
+    from lrnnet.runtime._device import cpu_name
+
+    h, w = args.speed_size
+    print(f"Precision per target. ONNX Runtime {onnxruntime.__version__}, {cpu_name()}; speed at 1x3x{h}x{w}, "
+          f"{args.rounds} round-robin rounds through open_runner(...).infer; accuracy at "
+          f"{args.accuracy_size[0]}x{args.accuracy_size[1]} on {args.val_images} val images, INT8 calibrated on "
+          f"{args.calib_images} training images")
+    if peaks is not None:
+        print(peaks.summary())
+    print(f"{'target':12} {'precision':9} {'median ms':>9} {'speed vs FP32 (min/median/max)':>31} "
+          f"{'achieved':>13} {'of peak':>8} {'mIoU':>6} {'Δ':>6} {'agree':>7}")
+    base = times["fp32"]
+    for target in TARGETS:
+        for precision in PRECISIONS:
+            miou, agree = accuracy[target, precision]
+            delta = miou - accuracy[target, "fp32"][0]
+            if target == "onnxruntime":
+                samples = times[precision]
+                ratios = sorted(b / t for b, t in zip(base, samples))
+                median = statistics.median(samples)
+                speed = f"{ratios[0]:.2f}x / {statistics.median(ratios):.2f}x / {ratios[-1]:.2f}x"
+                achieved = fraction = ""
+                if peaks is not None and ops is not None:
+                    peak, unit = peaks.for_precision(precision)
+                    rate = ops.giga / (median / 1000.0)
+                    achieved, fraction = f"{rate:.0f} {unit[:-2]}", f"{100 * rate / peak:.0f}%"
+                print(f"{target:12} {precision:9} {median:9.1f} {speed:>31} {achieved:>13} {fraction:>8} "
+                      f"{miou:6.2f} {delta:+6.2f} {agree:6.2f}%")
+            else:
+                print(f"{target:12} {precision:9} {'-':>9} {'needs a GPU (TensorRT)':>31} {'':>13} {'':>8} "
+                      f"{miou:6.2f} {delta:+6.2f} {agree:6.2f}%")
+    print("speed: per-round FP32 time / engine time; achieved: model GFLOP (GOP for INT8) per median latency, "
+          "against this machine's FP32 (u8s8 for INT8) GEMM peak; mIoU over the classes in the ground truth; "
+          "Δ vs the target's FP32; agree: pixels with FP32's argmax. A shared machine makes every ratio noisy.")
     return 0
 
 

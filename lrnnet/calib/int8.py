@@ -254,7 +254,7 @@ def _ort_quantize(prepared: Path, output: Path, reader: CalibrationReader | None
     unsigned = recipe is not None and not recipe.symmetric_activations
     # ONNX Runtime prints progress lines to stdout; our output is the log, so hide them. Its "Axis 1
     # is out-of-range" warning for a BN scale (rank 1) is about per-channel weights it then skips.
-    with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_logger():
         quantize_static(
             str(prepared), str(output), calibration_data_reader=reader,
             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
@@ -281,7 +281,8 @@ def _quantize_with_modelopt(prepared: Path, output: Path, reader: CalibrationRea
     # and the Gram products lose their sign/ordering in half precision); TensorRT picks FP16 itself
     # for float layers of a strongly typed network only where the graph says so.
     # Its calibrators draw their own progress bars (the reader draws ours): TQDM_DISABLE hides theirs.
-    with contextlib.redirect_stdout(io.StringIO()), _environment(TQDM_DISABLE="1"):
+    with contextlib.redirect_stdout(io.StringIO()), _environment(TQDM_DISABLE="1"), \
+            _onnxruntime_quantization_restored(), _quiet_logger("modelopt"):
         moq.quantize(onnx_path=str(prepared), quantize_mode="int8", calibration_data_reader=_FirstBatchReader(reader),
                      calibration_method="entropy" if options.method == "entropy" else "max",
                      calibration_eps=["cpu"], nodes_to_exclude=excluded, high_precision_dtype="fp32",
@@ -333,13 +334,42 @@ def _environment(**values: str) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Any:
-    import logging
+def _onnxruntime_quantization_restored() -> Any:
+    """Undo Model Optimizer's patches of ONNX Runtime's quantizer when it returns.
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    ``modelopt.onnx.quantization`` replaces methods of ONNX Runtime's calibrators and quantizers
+    (ort_patching.patch_ort_modules) for good; the ONNX Runtime recipe, run later in the same
+    process, then calibrates wrongly (its histogram calibrator collects nothing). Everything those
+    modules and their classes hold is put back as it was.
+    """
+    import inspect as _inspect
+
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer, quantize
+
+    modules = [calibrate, quantize, qdq_quantizer, base_quantizer]
+    owners: list[Any] = modules + [cls for module in modules for cls in vars(module).values()
+                                   if _inspect.isclass(cls) and cls.__module__ == module.__name__]
+    saved = [(owner, dict(vars(owner))) for owner in owners]
     try:
         yield
     finally:
-        root.setLevel(level)
+        for owner, attributes in saved:
+            for name, value in attributes.items():
+                if vars(owner).get(name) is not value:
+                    setattr(owner, name, value)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str = "") -> Any:
+    """Errors only from `name` (the root logger by default) while inside."""
+    import logging
+
+    target = logging.getLogger(name or None)
+    level = target.level
+    # Model Optimizer logs "Failed to get GPU count: NVML Shared Library Not Found" at ERROR on any
+    # CPU machine before it calibrates on the CPU as asked; its real failures raise.
+    target.setLevel(logging.CRITICAL if name else logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)

@@ -192,3 +192,71 @@ def test_onnxruntime_int8_fuses_into_qlinear_ops(tiny_onnx, synthetic_root, tmp_
     assert fused["QLinearConv"] == len(weights), fused
     assert fused["QLinearAdd"] > 0 and fused["QLinearConcat"] > 0, fused
     assert fused["QuantizeLinear"] + fused["DequantizeLinear"] < fused["QLinearConv"], fused
+
+
+def assert_tensorrt_int8_graph(model: onnx.ModelProto) -> int:
+    """TensorRT's explicit-quantization form; returns how many convs have quantized weights.
+
+    Symmetric int8 (every zero point an int8 0), per-channel weights on axis 0 (one scale per
+    output channel), no int32 DequantizeLinear (biases stay float), only the standard ONNX domain,
+    and the TensorRT parser's rules (lrnnet.export.tensorrt_rules).
+    """
+    from lrnnet.export.tensorrt_rules import check_tensorrt_parser_rules
+
+    inits = _initializers(model)
+    zero_points = _zero_points(model)
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    assert not [n.name for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                and inits[n.input[0]].dtype == np.int32]
+    assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    quantized = 0
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        dq = producers.get(conv.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        quantized += 1
+        channels = conv_out = (inits[dq.input[0]] if dq.input[0] in inits else
+                               inits[producers[dq.input[0]].input[0]]).shape[0]  # int8 weight, or Q of float
+        assert next((a.i for a in dq.attribute if a.name == "axis"), 1) == 0, conv.name
+        assert inits[dq.input[1]].shape == (channels,) == (conv_out,), conv.name
+    check_tensorrt_parser_rules(model)
+    return quantized
+
+
+def test_fallback_tensorrt_graph_has_tensorrts_form(calibrated):
+    model, record, _, _ = calibrated
+    assert record.recipe == "tensorrt/onnxruntime"
+    assert assert_tensorrt_int8_graph(model) > 50
+    info = ModelInfo.from_onnx_model(model)
+    assert info.engine_target == "tensorrt" and "Model Optimizer was not importable" in info.engine_purpose
+    # (Where its Q/DQ land around the residual Adds is ONNX Runtime's choice: Model Optimizer's test checks them.)
+
+
+def assert_one_quantized_input_per_residual_add(model: onnx.ModelProto) -> None:
+    """TensorRT fuses a residual Add into the conv that feeds it when only the other input is quantized."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    adds = [n for n in model.graph.node if n.op_type == "Add" and len(n.input) == 2 and
+            all(name in producers for name in n.input)]
+    dequantized = [sum(producers[name].op_type == "DequantizeLinear" for name in add.input) for add in adds]
+    assert adds and max(dequantized) <= 1 and sum(dequantized) > 0, dequantized
+
+
+@pytest.mark.slow
+def test_modelopt_tensorrt_graph_has_tensorrts_form(tiny_onnx, synthetic_root, calibrated):
+    """NVIDIA Model Optimizer's graph (the TensorRT default), next to the fallback's: same form, counts compared."""
+    pytest.importorskip("modelopt.onnx.quantization")
+    model, record = quantize_int8(load_source_onnx(tiny_onnx), synthetic_root, CALIB, target="tensorrt")
+    assert record.recipe == "tensorrt/modelopt" and record.method == "modelopt-max" and record.images_read >= 4
+    info = ModelInfo.from_onnx_model(model)
+    assert info.engine_target == "tensorrt" and "Model Optimizer placement" in info.engine_purpose
+    quantized = assert_tensorrt_int8_graph(model)
+    fallback, _, _, _ = calibrated
+    ops, fallback_ops = Counter(n.op_type for n in model.graph.node), Counter(n.op_type for n in fallback.graph.node)
+    # Both quantize nearly every conv; Model Optimizer also quantizes one input of each residual Add
+    # (TensorRT fuses it into the conv), which the fallback leaves to TensorRT.
+    assert quantized >= assert_tensorrt_int8_graph(fallback) - 2
+    assert ops["Conv"] == fallback_ops["Conv"] and ops["QuantizeLinear"] > 0
+    assert_one_quantized_input_per_residual_add(model)
+    # The power iteration stays float32: no float16 cast in the graph (high_precision_dtype="fp32").
+    assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
