@@ -80,9 +80,9 @@ class CalibrationSet:
         return len(self.frame_indices) if self.kind == "video" else len(self.images)
 
     def describe(self) -> str:
-        what = {"cityscapes": f"Cityscapes {CALIB_SPLIT} images", "images": "images",
-                "video": "frames of the video"}[self.kind]
-        return f"{len(self)} {what} from {self.path} (of {self.available}, evenly spread)"
+        what, how = {"cityscapes": (f"Cityscapes {CALIB_SPLIT} images", "round-robin across cities"),
+                     "images": ("images", "evenly spread"), "video": ("frames of the video", "evenly spread")}[self.kind]
+        return f"{len(self)} {what} from {self.path} (of {self.available}, {how})"
 
     def frames(self) -> Iterator[np.ndarray]:
         """The chosen images as BGR uint8 frames, one at a time."""
