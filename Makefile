@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu (or install the CUDA build you want first).
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+# NVIDIA Model Optimizer (TensorRT INT8 graphs), without its [onnx] extra's pins: pyproject's `modelopt` extra has its needs.
+MODELOPT_SPEC ?= nvidia-modelopt==0.47.0
 # e.g. make demo DEMO_ARGS="--cityscapes /data/cityscapes"
 DEMO_ARGS ?=
 
@@ -13,8 +15,8 @@ DEMO_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,ray]"
-	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10"
+	$(PY) -m pip install -q -e ".[dev,ray,modelopt]"
+	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10" "$(MODELOPT_SPEC)"
 	touch $@
 
 install dev: $(VENV)/.installed

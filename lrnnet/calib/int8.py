@@ -111,8 +111,8 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
         missing = _modelopt_missing()
         if missing is not None:
             logger.warning("INT8 for TensorRT: NVIDIA Model Optimizer cannot be imported (%s; install it with: "
-                           "make modelopt, or pip install --no-deps nvidia-modelopt==0.47.0 plus its needs, "
-                           "see the README); using ONNX Runtime's quantizer with TensorRT's rules instead",
+                           "pip install 'lrnnet[modelopt]' && pip install --no-deps nvidia-modelopt==0.47.0); "
+                           "using ONNX Runtime's quantizer with TensorRT's rules instead",
                            missing)
             recipe = TENSORRT_FALLBACK_INT8
     if recipe.tool == "modelopt" and calib_root is None:
