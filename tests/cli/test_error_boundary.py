@@ -131,3 +131,114 @@ def test_a_real_command_fails_with_exit_1_on_an_internal_error(tmp_path, debug):
     else:
         assert [line for line in err if "error" in line.lower()] == [err[-1]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]  # nothing written
+
+
+# -- the rest of the boundary: the machine's limits, signals, all-or-nothing, and the shared parsers -----
+
+
+def test_machine_limits_are_exit_2_and_other_os_errors_exit_1(capsys):
+    import errno
+
+    assert _run(_raise(OSError(errno.ENOSPC, "No space left on device", "/out/x.mp4"))) == 2
+    assert _stderr_lines(capsys) == [f"{PROG}: error: the disk is full; free some space or write elsewhere (/out/x.mp4)"]
+    assert _run(_raise(PermissionError(errno.EACCES, "Permission denied", "/out"))) == 2
+    assert _run(_raise(NotADirectoryError(errno.ENOTDIR, "Not a directory", "/a/b"))) == 2
+    assert _run(_raise(IsADirectoryError(errno.EISDIR, "Is a directory", "/a"))) == 2
+    capsys.readouterr()
+    assert _run(_raise(OSError(errno.EIO, "Input/output error"))) == 1  # not the user's to fix
+    (line,) = _stderr_lines(capsys)
+    assert line.startswith(f"{PROG}: error: internal error: OSError: [Errno 5] Input/output error")
+    assert _run(_raise(MemoryError())) == 2
+    (line,) = _stderr_lines(capsys)
+    assert line == f"{PROG}: error: out of memory: use a smaller --size or batch, or a machine with more memory"
+
+
+@pytest.mark.parametrize("signame, status", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_termination_signals_unwind_like_ctrl_c(capsys, signame, status, tmp_path):
+    import signal
+
+    from lrnnet._io import write_json_atomic
+
+    signum = getattr(signal, signame)
+    before = signal.getsignal(signum)
+
+    def body(args):
+        write_json_atomic(tmp_path / "out.json", {"partial": True})
+        os.kill(os.getpid(), signum)
+        raise AssertionError("the signal did not interrupt the body")
+
+    assert _run(body) == status
+    assert _stderr_lines(capsys) == [f"{PROG}: error: terminated by {signame}; no output was written"]
+    assert list(tmp_path.iterdir()) == []  # the output committed before the signal was rolled back
+    assert signal.getsignal(signum) == before  # the previous handler is back
+
+
+def test_all_or_nothing_rolls_back_and_a_resumable_command_keeps_its_outputs(tmp_path, capsys):
+    from lrnnet._io import write_json_atomic
+
+    def body(args):
+        write_json_atomic(tmp_path / "step1.json", {"done": 1})
+        raise KeyboardInterrupt
+
+    parser = make_parser(PROG, "x")
+    assert run_command(PROG, body, parser, ["--no-progress"]) == 130
+    assert _stderr_lines(capsys) == [f"{PROG}: error: interrupted; no output was written"]
+    assert list(tmp_path.iterdir()) == []
+    assert run_command(PROG, body, make_parser(PROG, "x"), ["--no-progress"], all_or_nothing=False) == 130
+    assert _stderr_lines(capsys) == [f"{PROG}: error: interrupted"]
+    assert [p.name for p in tmp_path.iterdir()] == ["step1.json"]
+
+
+def test_shared_number_parsers():
+    import argparse
+
+    from lrnnet.cli import _common
+
+    assert _common.parse_size("512x1024") == (512, 1024) and _common.parse_size("8X16") == (8, 16)
+    assert _common.parse_size("8192x8192") == (8192, 8192)
+    for text, words in (("512", "HEIGHTxWIDTH"), ("axb", "HEIGHTxWIDTH"), ("0x8", "positive"), ("8x-8", "positive"),
+                        ("8193x8", r"size 8193x8 is too large \(at most 8192 a side, 67 Mpixel\)"), ("1x2x3", "HEIGHTxWIDTH")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            _common.parse_size(text)
+    _common.check_size((8192, 8192))
+    with pytest.raises(argparse.ArgumentTypeError, match="size 8x9000 is too large"):
+        _common.check_size((8, 9000))
+    assert _common.positive_int("3") == 3
+    for bad in ("0", "-1", "x", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected a positive integer, got '{bad}'"):
+            _common.positive_int(bad)
+    assert _common.image_side("8192") == 8192
+    with pytest.raises(argparse.ArgumentTypeError, match="8193 is too large for an image side"):
+        _common.image_side("8193")
+    assert _common.non_negative_int("0") == 0
+    for bad in ("-1", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected an integer >= 0, got '{bad}'"):
+            _common.non_negative_int(bad)
+    assert _common.positive_float("0.5") == 0.5
+    for bad, words in (("0", "positive finite"), ("-2", "positive finite"), ("nan", "positive finite"),
+                       ("inf", "positive finite"), ("x", "expected a positive number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            _common.positive_float(bad)
+    assert _common.finite_float("-2.5") == -2.5
+    for bad, words in (("nan", "finite"), ("-inf", "finite"), ("x", "expected a number, got 'x'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            _common.finite_float(bad)
+
+
+def test_help_says_each_default_once(capsys):
+    from lrnnet.cli._common import parse_size
+
+    parser = make_parser(PROG, "a test command")
+    parser.add_argument("--size", type=parse_size, default=(512, 1024), help="input size")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.5], help="scales")
+    parser.add_argument("--name", default="lrnnet", help="a name")
+    parser.add_argument("--ratio", default="50%", help="a ratio")
+    parser.add_argument("--said", default=3, help="three (default 3)")
+    parser.add_argument("--none", default=None, help="nothing")
+    parser.add_argument("--flag", action="store_true", help="a flag")
+    assert run_command(PROG, lambda args: 0, parser, ["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "input size (default: 512x1024)" in text and "scales (default: 0.75 1.5)" in text
+    assert "a name (default: lrnnet)" in text and "a ratio (default: 50%)" in text
+    assert "three (default 3) --none" in text and "nothing --flag" in text and "a flag (default" not in text
+    assert "more log output (default" not in text
