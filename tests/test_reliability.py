@@ -363,7 +363,7 @@ def test_a_relu_graph_with_copied_lrnnet_metadata_is_refused(copied, expected, t
 def test_sigterm_midway_leaves_no_output_and_no_temp(tiny_onnx, tmp_path):
     from lrnnet.data.synthetic import write_synthetic_video
 
-    video = write_synthetic_video(tmp_path / "long.mp4", size=(128, 256), frames=400)
+    video = write_synthetic_video(tmp_path / "long.mp4", size=(64, 128), frames=300)  # the model resizes
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     env = {**os.environ, "LRNNET_NO_PROGRESS": "1"}
