@@ -115,8 +115,11 @@ def build_precision(fp32: Path, precision: str, backend: str, output: Path, args
 
     try:
         calib = calibration_root(args, size, work) if precision == "int8" else None
-        return build_engine(BuildOptions(onnx=fp32, precision=precision, backend=backend, output=output,
-                                         calib_data=calib, int8=Int8Options(images=args.calib_images))).engine
+        result = build_engine(BuildOptions(onnx=fp32, precision=precision, backend=backend, output=output,
+                                           calib_data=calib, int8=Int8Options(images=args.calib_images)))
+        if result.engine is None:  # a TensorRT target without TensorRT: only its TensorRT-ready graph was written
+            missing.append(f"{backend} {precision.upper()} engine: {result.next_step}")
+        return result.engine
     except Exception as exc:  # noqa: BLE001 - a benchmark reports what it could not run
         missing.append(f"{backend} {precision.upper()} engine could not be built: {type(exc).__name__}: {exc}")
         return None

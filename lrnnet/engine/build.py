@@ -338,7 +338,8 @@ def _build_legacy_int8(source: SourceModel, options: BuildOptions, engine: Path,
 def _calibration_summary(record: CalibrationRecord | None) -> dict | None:
     if record is None:
         return None
-    return {"method": record.method, "images": record.images, "digest": record.digest, "cache": record.cache}
+    return {"method": record.method, "images": record.images, "digest": record.digest, "cache": record.cache,
+            "recipe": record.recipe}
 
 
 def _trt_optimization(options: TensorRTOptions) -> str:
