@@ -1,6 +1,6 @@
 """Many videos: aggregate frames/s of the Ray batch job with 1 and 2 workers and of a single-process loop.
 
-    python benchmarks/bench_batch.py                      # 4 generated videos x 60 frames, seeded LRNNet at 128x256
+    python benchmarks/bench_batch.py                      # 4 generated videos x 40 frames at 128x256, LRNNet at 256x512
     python benchmarks/bench_batch.py --videos 8 --frames 120 --rounds 5
 
 Over the same generated street videos (lrnnet.data.synthetic), measured round-robin in one run:
@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from lrnnet._threads import usable_cpus
 from lrnnet.cli._common import parse_size
 from lrnnet.data.synthetic import write_synthetic_video
 from lrnnet.log import set_progress, setup_logging
 from lrnnet.runtime import open_runner
-from lrnnet.runtime._device import cpu_threads
 from lrnnet.runtime.batch import BatchOptions, run_batch
 from lrnnet.runtime.video import PipelineOptions, run_video
 
@@ -59,10 +59,10 @@ def ray_job(model: Path, videos: list[Path], out: Path, options: PipelineOptions
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help=".onnx (default: a seeded LRNNet export)")
-    parser.add_argument("--size", type=parse_size, default=(128, 256), help="export size of the default model")
+    parser.add_argument("--size", type=parse_size, default=(256, 512), help="export size of the default model")
     parser.add_argument("--video-size", type=parse_size, default=(128, 256), help="size of the generated videos")
     parser.add_argument("--videos", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=60, help="frames per video")
+    parser.add_argument("--frames", type=int, default=40, help="frames per video")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     setup_logging()
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    cores = cpu_threads()
+    cores = usable_cpus()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR)

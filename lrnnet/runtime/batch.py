@@ -6,8 +6,8 @@ The sources become a Ray Dataset of one row per source, one block per row; `map_
 actor class (`ActorPoolStrategy(size=workers)`, `batch_size=1`) hands each row to one of `workers`
 actors. An actor opens its runner once, then segments whole sources with the single-video path
 (`lrnnet.runtime.video.run_video`: decode, infer and encode threads, streaming, the output written
-beside its target and committed by rename), so memory stays flat in video length and count and the
-outputs are byte-for-byte what `lrnnet-infer SOURCE` writes. Ray Data schedules rows on free actors
+beside its target, verified and committed by rename), so memory stays flat in video length and count
+and each output is what `lrnnet-infer SOURCE` writes (the tests compare them frame by frame). Ray Data schedules rows on free actors
 and runs unchanged on a local Ray (started here for the run) or a cluster by address.
 
 Outputs: `<output_dir>/<stem>_seg.mp4` (or `<stem>_labels/`), plus a done-marker `<output>.json`
@@ -278,12 +278,12 @@ class _SegmentWorker:
 
     def __init__(self, model: str, model_sha256: str, backend: str, device: str | None,
                  runner_options: dict[str, Any], threads: int, pipeline: PipelineOptions, counter: Any) -> None:
+        import cv2
+
         from lrnnet.runtime import open_runner
         from lrnnet.runtime.sources import quiet_video_logs
 
         quiet_video_logs()
-        import cv2
-
         cv2.setNumThreads(threads)  # OpenCV's resizes and colour conversions stay within this actor's share
         self._model_sha256, self._pipeline, self._counter = model_sha256, pipeline, counter
         self._settings = output_settings(pipeline)
@@ -576,10 +576,14 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     startup_s = wall_s = 0.0
     try:
         if todo:
-            from lrnnet.runtime._device import cpu_threads
+            from lrnnet._threads import usable_cpus
 
             start = time.perf_counter()
-            local_cpus = max(cpu_threads(), options.workers * (options.threads or 1))
+            cpus = usable_cpus()
+            if options.ray_address is None and options.workers * (options.threads or 1) > cpus:
+                logger.warning("%d workers x %s on %d usable CPUs: they will take turns (oversubscribed)",
+                               options.workers, count_text(options.threads or 1), cpus)
+            local_cpus = max(cpus, options.workers * (options.threads or 1))
             session = _RaySession(options.ray_address, local_cpus)
             cluster_cpus, node_cpus = session.cpus()
             threads = plan_threads(options.workers, cluster_cpus, node_cpus, options.threads)
