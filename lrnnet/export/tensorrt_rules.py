@@ -319,7 +319,8 @@ def _io_violations(graph: _TypedGraph) -> Iterator[Violation]:
     for tensor in graph.elem_type:
         dtype = graph.type_name(tensor)
         node = graph.producer.get(tensor)
-        where, op = (node.name or tensor, node.op_type) if node is not None else (tensor, "graph input")
+        where, op = (node.name or tensor, node.op_type) if node is not None else \
+            (tensor, "initializer" if tensor in graph.constants else "graph input")
         if dtype == "DOUBLE":
             yield Violation(where, op, f"DOUBLE tensor '{tensor}': TensorRT casts it to FLOAT, clamping "
                                        f"({OPERATORS_MD}); export float32")
