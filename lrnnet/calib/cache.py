@@ -208,7 +208,7 @@ def _differences(cache: CalibrationCache, key: CalibrationKey, digest: str | Non
 
 
 def check_cache_against_graph(cache: CalibrationCache, model: Any, path: str | Path | None) -> None:
-    """Every tensor the cache names must be in the graph it will quantize, and the graph input must be there.
+    """Every tensor the cache names must be in the graph it will quantize, and a float graph input must be there.
 
     ``model`` is the graph handed to the quantizer (after ONNX Runtime's pre-processing, which
     renames a few tensors of the source export), so a cache of another graph that kept the key is caught.
@@ -222,7 +222,9 @@ def check_cache_against_graph(cache: CalibrationCache, model: Any, path: str | P
                          f"{len(unknown)} tensors the graph does not have, e.g. '{unknown[0]}'); delete it or pass "
                          "another --calib-cache")
     initializers = {init.name for init in graph.initializer}
-    missing = [i.name for i in graph.input if i.name not in initializers and i.name not in names]
+    floats = (1, 10, 16)  # FLOAT, FLOAT16, BFLOAT16: what a calibrator calibrates (a uint8 frame input is not)
+    missing = [i.name for i in graph.input if i.name not in initializers and i.name not in names
+               and i.type.tensor_type.elem_type in floats]
     if missing:
         raise InputError(f"{path} is not an lrnnet calibration cache for this graph (no range for the graph input "
                          f"'{missing[0]}'); delete it or pass another --calib-cache")

@@ -175,3 +175,24 @@ def test_every_difference_is_named(first_build):
     assert f"method {this.method} (now minmax)" in message and f"{this.images} images (now {this.images + 1})" in message
     assert f"percentile {this.percentile} (now None)" in message
     assert raw["format"] == CACHE_FORMAT
+
+
+def test_graph_check_needs_float_inputs_only():
+    """A uint8 frame input (in-graph preprocessing) has no range; a float input must have one."""
+    from onnx import TensorProto, helper
+
+    from lrnnet.calib.cache import CalibrationCache, check_cache_against_graph
+
+    def graph(dtype):
+        nodes = [helper.make_node("Cast", ["input"], ["x"], to=TensorProto.FLOAT),
+                 helper.make_node("Relu", ["x"], ["y"])]
+        return helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", dtype, [1])],
+                                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+
+    key = CalibrationKey(source_sha256="0" * 64, method="minmax", images=1)
+    cache = CalibrationCache(key=key, digest="d", images_used=1, root="",
+                             ort_tensors_data={"data": {"x": {"lowest": 0.0, "highest": 1.0},
+                                                        "y": {"lowest": 0.0, "highest": 1.0}}})
+    check_cache_against_graph(cache, graph(TensorProto.UINT8), "c.json")
+    with pytest.raises(InputError, match="no range for the graph input 'input'"):
+        check_cache_against_graph(cache, graph(TensorProto.FLOAT), "c.json")
