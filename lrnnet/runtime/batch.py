@@ -405,6 +405,9 @@ class _RaySession:
         self.ray = ray
         self.started = False
         if ray.is_initialized():  # a library caller (or a test) that joined a Ray already: use that one
+            if address is not None:
+                raise InputError(f"this process has joined a Ray already ({_current_address(ray)}): run without "
+                                 f"ray_address={address!r}, or ray.shutdown() first")
             self.address = _current_address(ray)
             _quiet_ray_data()
             return
