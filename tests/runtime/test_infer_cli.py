@@ -172,3 +172,16 @@ def test_the_command_prints_one_line_even_when_ffmpeg_has_things_to_say(tiny_onn
     expected = f"lrnnet-infer: error: {video} is not a video OpenCV can open (not a video, or an unreadable codec)"
     assert result.stderr.strip().splitlines() == [expected]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codec.avi"]
+
+
+def test_one_source_names_its_output_as_a_batch_would(tiny_onnx, synthetic_video, tmp_path, capsys):
+    """The single-process path and the Ray batch path agree on output names (one rule, two callers)."""
+    from lrnnet.runtime.batch import output_name
+
+    video = shutil.copy(synthetic_video, tmp_path / "street.mp4")
+    rc, _, err = run(capsys, video, "--model", tiny_onnx, "--max-frames", "2", "--warmup", "0")
+    assert rc == 0, err
+    rc, _, err = run(capsys, video, "--model", tiny_onnx, "--max-frames", "2", "--warmup", "0", "--output", "labels")
+    assert rc == 0, err
+    assert (tmp_path / output_name(str(video), "overlay")).is_file()
+    assert (tmp_path / output_name(str(video), "labels")).is_dir()
