@@ -153,6 +153,11 @@ def plan_jobs(sources: Sequence[str], output_dir: Path, output_kind: str) -> lis
                              "one, or run them with different --output-dir")
         by_output[name] = source
         jobs.append(SourceJob(index, source, output_dir / name, _expected_frames(source)))
+    inputs = {Path(source).resolve() for source in sources}
+    for job in jobs:  # e.g. out/a.mp4 and out/a_seg.mp4 both given, with --output-dir out
+        if job.output.resolve() in inputs or job.marker.resolve() in inputs:
+            raise InputError(f"the output of {job.source} would overwrite the source {job.output}: use another "
+                             "--output-dir")
     return jobs
 
 

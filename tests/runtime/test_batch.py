@@ -190,6 +190,12 @@ def test_two_sources_with_one_stem_are_refused(tmp_path):
         plan_jobs(["a/street.mp4", "b/street.mp4"], tmp_path / "out", "overlay")
 
 
+def test_an_output_that_is_another_source_is_refused(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="would overwrite the source"):
+        plan_jobs([str(out / "street.mp4"), str(out / "street_seg.mp4")], out, "overlay")
+
+
 @pytest.mark.parametrize("case", ["no sources", "empty list", "output-dir parent", "same stem", "workers 0",
                                   "camera", "-o with many"])
 def test_bad_input_is_exit_2_and_no_output(case, sources, tiny_onnx, tmp_path):
