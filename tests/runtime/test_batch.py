@@ -127,7 +127,9 @@ def test_four_outputs_complete_and_in_order_and_the_bad_one_reported(first_run, 
     assert report["done"] == 4 and report["failed"] == 1 and report["skipped"] == 0
     assert report["total_frames"] == 4 * FRAMES and report["frames_per_s"] > 0 and report["workers"] == 2
     assert report["ray_address"] and report["lrnnet_version"] and "CPU" in report["device"]
-    assert len({e["worker"] for e in report["sources"]}) == 2  # both actors took sources
+    # Which actor took which source is Ray Data's choice (an actor that starts late may get none of five short
+    # sources); that two run at once is shown by test_a_killed_actor_fails_only_its_source.
+    assert all(e["worker"] for e in report["sources"])
 
 
 def test_rerun_skips_the_four_complete_outputs_without_rewriting_them(first_run, sources, tiny_onnx, capsys,
