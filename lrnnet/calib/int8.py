@@ -338,18 +338,22 @@ def _onnxruntime_quantization_restored() -> Any:
     """Undo Model Optimizer's patches of ONNX Runtime's quantizer when it returns.
 
     ``modelopt.onnx.quantization`` replaces methods of ONNX Runtime's calibrators and quantizers
-    (ort_patching.patch_ort_modules) for good; the ONNX Runtime recipe, run later in the same
-    process, then calibrates wrongly (its histogram calibrator collects nothing). Everything those
-    modules and their classes hold is put back as it was.
+    (ort_patching.patch_ort_modules) and edits its operator registries (ort_utils.configure_ort:
+    Relu, Concat, Slice, Split, ... removed) for good; the ONNX Runtime recipe, run later in the same
+    process, then calibrates wrongly (its histogram calibrator collects nothing) and leaves Relu and
+    Concat unfused. Everything those modules and their classes hold, and the registries' contents,
+    are put back as they were.
     """
     import inspect as _inspect
 
-    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer, quantize
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer, quantize, registry
 
-    modules = [calibrate, quantize, qdq_quantizer, base_quantizer]
+    modules = [calibrate, quantize, qdq_quantizer, base_quantizer, registry]
     owners: list[Any] = modules + [cls for module in modules for cls in vars(module).values()
                                    if _inspect.isclass(cls) and cls.__module__ == module.__name__]
     saved = [(owner, dict(vars(owner))) for owner in owners]
+    tables = [(table, dict(table)) for module in modules for name, table in vars(module).items()
+              if isinstance(table, dict) and not name.startswith("__")]
     try:
         yield
     finally:
@@ -357,6 +361,9 @@ def _onnxruntime_quantization_restored() -> Any:
             for name, value in attributes.items():
                 if vars(owner).get(name) is not value:
                     setattr(owner, name, value)
+        for table, contents in tables:
+            table.clear()
+            table.update(contents)
 
 
 @contextlib.contextmanager

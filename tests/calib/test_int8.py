@@ -246,7 +246,12 @@ def assert_one_quantized_input_per_residual_add(model: onnx.ModelProto) -> None:
 def test_modelopt_tensorrt_graph_has_tensorrts_form(tiny_onnx, synthetic_root, calibrated):
     """NVIDIA Model Optimizer's graph (the TensorRT default), next to the fallback's: same form, counts compared."""
     pytest.importorskip("modelopt.onnx.quantization")
+    from onnxruntime.quantization import calibrate, registry
+
+    before = dict(registry.QDQRegistry), calibrate.HistogramCalibrater.collect_data
     model, record = quantize_int8(load_source_onnx(tiny_onnx), synthetic_root, CALIB, target="tensorrt")
+    # Model Optimizer patches ONNX Runtime's quantizer for good; the CPU recipe later in this process needs it back.
+    assert (dict(registry.QDQRegistry), calibrate.HistogramCalibrater.collect_data) == before
     assert record.recipe == "tensorrt/modelopt" and record.method == "modelopt-max" and record.images_read >= 4
     info = ModelInfo.from_onnx_model(model)
     assert info.engine_target == "tensorrt" and "Model Optimizer placement" in info.engine_purpose
