@@ -130,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         if calib is None:
             calib = val
 
+        # Speed, ONNX Runtime target, at the speed size.
+        large = export(checkpoint, work / "large.onnx", args.speed_size)
+        speed_files = build_all(large, "onnxruntime", calib, args.calib_images, work / "speed")
+        image = CityscapesDataset(val, "val")[0][0]
+        times = time_round_robin(speed_files, preprocess(image, args.speed_size), args.rounds, args.warmup)
         # Accuracy per target, at the trained size.
         small = export(checkpoint, work / "small.onnx", args.accuracy_size)
         accuracy: dict[tuple[str, str], tuple[float, float]] = {}
@@ -140,11 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             for precision, (miou, prediction) in results.items():
                 accuracy[target, precision] = (miou, 100.0 * float(np.mean(prediction == reference)))
 
-        # Speed, ONNX Runtime target, at the speed size.
-        large = export(checkpoint, work / "large.onnx", args.speed_size)
-        speed_files = build_all(large, "onnxruntime", calib, args.calib_images, work / "speed")
-        image = CityscapesDataset(val, "val")[0][0]
-        times = time_round_robin(speed_files, preprocess(image, args.speed_size), args.rounds, args.warmup)
         peaks = ops = None
         if not args.no_peak:
             from lrnnet.runtime.peak import measure_gemm_peaks, model_ops

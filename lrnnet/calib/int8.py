@@ -281,12 +281,14 @@ def _quantize_with_modelopt(prepared: Path, output: Path, reader: CalibrationRea
     # and the Gram products lose their sign/ordering in half precision); TensorRT picks FP16 itself
     # for float layers of a strongly typed network only where the graph says so.
     # Its calibrators draw their own progress bars (the reader draws ours): TQDM_DISABLE hides theirs.
+    # log_level CRITICAL: it logs "Failed to get GPU count: NVML Shared Library Not Found" at ERROR on
+    # every CPU machine, then calibrates on the CPU as asked; its real failures raise.
     with contextlib.redirect_stdout(io.StringIO()), _environment(TQDM_DISABLE="1"), \
             _onnxruntime_quantization_restored(), _quiet_logger("modelopt"):
         moq.quantize(onnx_path=str(prepared), quantize_mode="int8", calibration_data_reader=_FirstBatchReader(reader),
                      calibration_method="entropy" if options.method == "entropy" else "max",
                      calibration_eps=["cpu"], nodes_to_exclude=excluded, high_precision_dtype="fp32",
-                     output_path=str(output), log_level="WARNING")
+                     output_path=str(output), log_level="CRITICAL")
 
 
 class _FirstBatchReader:
