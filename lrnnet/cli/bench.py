@@ -44,7 +44,8 @@ def build_parser() -> Parser:
     parser.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP, help="untimed iterations first")
     parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, help="timed iterations")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads (torch intra-op / ONNX Runtime intra-op); default all this process may use")
+                        help="CPU threads (torch intra-op / ONNX Runtime intra-op); default from the CPUs this process "
+                             "may use (torch 1 and ONNX Runtime 2 on 2 CPUs: the line 'threads: ...' says it)")
     parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
                         help="torch on CUDA: FP16 autocast (default on CUDA); an ONNX's precision is in the graph")
     parser.add_argument("--cuda-graph", action="store_true",

@@ -28,7 +28,8 @@ def build_parser() -> Parser:
                         help="model input size; default: the export's own size (a .pth runs at the size of the "
                              "first export compared, else 512x1024)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for torch and ONNX Runtime (default: all this process may use)")
+                        help="CPU threads for torch and ONNX Runtime (default: from the CPUs this process may use, "
+                             "said in the line 'threads: ...')")
     parser.add_argument("--fp16", action="store_true",
                         help="run a .pth under FP16 autocast (CUDA only); by default it is the FP32 reference")
     parser.add_argument("--batch", type=positive_int, default=1, help="images per inference call")
