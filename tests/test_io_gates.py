@@ -146,6 +146,18 @@ def test_command_scope_keeps_everything_on_success_and_nested_scopes_hand_over(t
     assert json.loads(old.read_text()) == {"v": 2} and _names(tmp_path) == ["old.json"]
 
 
+def test_keep_outputs_makes_what_was_committed_final(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text('{"v": 1}')
+    with pytest.raises(RuntimeError), command_outputs():
+        write_json_atomic(old, {"v": 2})
+        write_json_atomic(new, {"v": 2})
+        _io.keep_outputs()  # e.g. build-engine kept the ONNX Runtime engine, then found no TensorRT
+        raise RuntimeError("fails after saying what it kept")
+    assert json.loads(old.read_text()) == {"v": 2} and json.loads(new.read_text()) == {"v": 2}
+    assert _names(tmp_path) == ["new.json", "old.json"]  # and no backup of the old content left behind
+
+
 def test_output_set_commits_all_or_nothing(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text('{"old": 1}')

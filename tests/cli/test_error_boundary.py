@@ -76,6 +76,15 @@ def test_bad_input_is_exit_2_and_one_line_and_no_traceback_even_when_debugging(c
     assert line.startswith(f"{PROG}: error: ") and "/no/such.pth" in line and "internal" not in line
 
 
+def test_the_parser_itself_exits_2_on_a_usage_error(capsys):
+    parser = make_parser(PROG, "a test command")
+    with pytest.raises(SystemExit) as caught:
+        parser.parse_args(["--no-such-option"])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == (f"{PROG}: error: unrecognized arguments: --no-such-option "
+                                       f"(see {PROG} --help)\n")
+
+
 def test_usage_error_is_exit_2_and_one_line(capsys):
     assert _run(lambda args: 0, ["--count", "many"]) == 2
     (line,) = _stderr_lines(capsys)
@@ -195,9 +204,10 @@ def test_shared_number_parsers():
     from lrnnet.cli import _common
 
     assert _common.parse_size("512x1024") == (512, 1024) and _common.parse_size("8X16") == (8, 16)
-    assert _common.parse_size("8192x8192") == (8192, 8192)
+    assert _common.parse_size("8192x8192") == (8192, 8192) and _common.parse_size("1x1") == (1, 1)
     for text, words in (("512", "HEIGHTxWIDTH"), ("axb", "HEIGHTxWIDTH"), ("0x8", "positive"), ("8x-8", "positive"),
-                        ("8193x8", r"size 8193x8 is too large \(at most 8192 a side, 67 Mpixel\)"), ("1x2x3", "HEIGHTxWIDTH")):
+                        ("8x0", "positive"),
+                        ("8193X8", r"size 8193X8 is too large \(at most 8192 a side, 67 Mpixel\)"), ("1x2x3", "HEIGHTxWIDTH")):
         with pytest.raises(argparse.ArgumentTypeError, match=words):
             _common.parse_size(text)
     _common.check_size((8192, 8192))
