@@ -233,7 +233,9 @@ def _ort_quantize(prepared: Path, output: Path, reader: CalibrationReader | None
     """ONNX Runtime's quantize_static in QDQ format; `recipe` None: the calibration pass (ranges of everything)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    symmetric = recipe is None or recipe.symmetric_activations
+    # The calibration pass (recipe None) keeps each tensor's own lowest/highest: the uint8 recipe uses
+    # them as they are, and a symmetric recipe makes them symmetric itself (ONNX Runtime's compute_scale_zp).
+    symmetric = recipe is not None and recipe.symmetric_activations
     extra_options: dict[str, Any] = {
         "ActivationSymmetric": symmetric,  # zero point 0 (TensorRT); uint8 asymmetric for ONNX Runtime's CPU
         "WeightSymmetric": True,
