@@ -107,6 +107,7 @@ def test_default_tolerance_is_1e4_of_the_logit_scale_and_999_argmax():
     assert not VerificationReport(max_abs=None, max_rel=None, argmax_agreement=0.998).passed
 
 
+@pytest.mark.slow  # a real export (a few seconds on 2 shared cores)
 def test_export_whose_onnx_diverges_from_pytorch_fails_and_writes_nothing(tiny_state, tmp_path):
     target = tmp_path / "out" / "lrnnet.onnx"
     model = _build(ScaledLogits, tiny_state, factor=1.0 + 3e-4)  # 3x the tolerance, argmax untouched
@@ -116,6 +117,7 @@ def test_export_whose_onnx_diverges_from_pytorch_fails_and_writes_nothing(tiny_s
     assert not target.parent.exists() or _only_file(target.parent) == []  # no temporary file left either
 
 
+@pytest.mark.slow  # a real export (a few seconds on 2 shared cores)
 def test_export_within_tolerance_passes_and_measures_the_difference(tiny_state, tmp_path):
     # The same model with a third of the tolerance: exported, and the figure is the real difference
     # (so a verification that measured nothing, or against itself, is caught too).
@@ -127,6 +129,7 @@ def test_export_within_tolerance_passes_and_measures_the_difference(tiny_state, 
     assert (tmp_path / "lrnnet.onnx").stat().st_size == report.size_bytes
 
 
+@pytest.mark.slow  # a real export (a few seconds on 2 shared cores)
 def test_export_with_argmax_in_the_graph_is_verified_by_argmax_agreement(tiny_state, tmp_path):
     # Class 0's logit is 0.03 higher in ONNX than in PyTorch: a few percent of the pixels change class.
     model = _build(BiasedLogits, tiny_state, bias=0.03)
@@ -140,6 +143,7 @@ def test_export_with_argmax_in_the_graph_is_verified_by_argmax_agreement(tiny_st
     assert 0.9 < report.verification.argmax_agreement < 0.999
 
 
+@pytest.mark.slow  # a real export (a few seconds on 2 shared cores)
 def test_forbidden_op_fails_the_export(tiny_state, tmp_path):
     model = _build(ModLogits, tiny_state)
     target = tmp_path / "lrnnet.onnx"
@@ -155,6 +159,7 @@ class _ModContext(torch.nn.Module):
         return torch.fmod(x, 1.0e4)
 
 
+@pytest.mark.slow  # a real export (a few seconds on 2 shared cores)
 def test_lrnnet_export_fails_on_a_forbidden_op(tiny_state, tmp_path, monkeypatch, capsys):
     from lrnnet.cli.export import main
     from lrnnet.models import save_checkpoint
