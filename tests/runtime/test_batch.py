@@ -279,8 +279,9 @@ def _segment_workers(raylet_pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor processes through /proc (Linux)")
 def test_a_killed_actor_fails_only_its_source(local_ray, sources, tiny_onnx, tmp_path):
-    """SIGKILL both actors while each segments a long video: those two sources fail with the reason, the
-    queued ones finish on the actors Ray restarts, and the job itself does not fail."""
+    """SIGKILL the actors while they segment the long videos: the sources they held fail with the reason,
+    every other one (queued, or on an actor that was idle) finishes on the actors Ray restarts, and the job
+    itself does not fail."""
     import signal
     import threading
 
@@ -294,22 +295,28 @@ def test_a_killed_actor_fails_only_its_source(local_ray, sources, tiny_onnx, tmp
     job.start()
     deadline = time.monotonic() + 120
     killed: list[int] = []
+    busy: set[str] = set()
+    first_busy = None
     while time.monotonic() < deadline and not killed:
-        busy = [p for p in out.iterdir() if p.name.startswith(".long_")] if out.is_dir() else []
-        if len(busy) == 2:  # both long videos are being written: each actor holds one
+        # A temporary beside a long video's output: an actor is writing it. Kill when both are being written,
+        # or when one has been for 3 s (the other actor still starting on a loaded machine).
+        busy = {p.name.split("_seg")[0].lstrip(".") for p in out.iterdir() if p.name.startswith(".long_")} \
+            if out.is_dir() else set()
+        first_busy = first_busy or (time.monotonic() if busy else None)
+        if len(busy) == 2 or (busy and time.monotonic() - first_busy > 3):
             killed = _segment_workers(raylet)
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
-    job.join(timeout=180)
-    assert len(killed) == 2 and not job.is_alive()
+    job.join(timeout=240)
+    assert killed and busy and not job.is_alive()
     by_name = {Path(e["source"]).stem: e for e in outcome["report"]["sources"]}
-    for name in ("long_0", "long_1"):
+    for name in busy:
         assert by_name[name]["status"] == "failed" and "worker process died" in by_name[name]["error"]
         assert not (out / f"{name}_seg.mp4").exists()
-    for name in ("north", "south"):
-        assert by_name[name]["status"] == "done" and by_name[name]["frames"] == FRAMES
-        assert len(read_video(out / f"{name}_seg.mp4")) == FRAMES
+    for name in {"long_0", "long_1", "north", "south"} - busy:
+        assert by_name[name]["status"] == "done"
+        assert len(read_video(out / f"{name}_seg.mp4")) == by_name[name]["frames"]
 
 
 def _free_port() -> int:
