@@ -317,14 +317,36 @@ def test_video_and_folder_verifiers_count(tmp_path):
         _io.verify_folder(folder)
 
 
-def test_os_errors_are_described_with_what_to_do():
-    assert _io.describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/out/x.mp4")) == \
-        "the disk is full; free some space or write elsewhere (/out/x.mp4)"
-    assert _io.describe_os_error(OSError(errno.EROFS, "Read-only file system")) == \
-        "the file system is read-only; write elsewhere"
-    assert _io.describe_os_error(OSError(errno.EACCES, "Permission denied", "f")).startswith("permission denied")
+@pytest.mark.parametrize("code, words", [
+    (errno.ENOSPC, "the disk is full; free some space or write elsewhere"),
+    (errno.EDQUOT, "the disk quota is exceeded; free some space or write elsewhere"),
+    (errno.EROFS, "the file system is read-only; write elsewhere"),
+    (errno.EACCES, "permission denied; write elsewhere or change the folder's permissions"),
+    (errno.EPERM, "operation not permitted; write elsewhere or change the folder's permissions"),
+    (errno.EFBIG, "the file is too large for this file system; write elsewhere"),
+])
+def test_os_errors_are_described_with_what_to_do(code, words):
+    assert _io.describe_os_error(OSError(code, os.strerror(code), "/out/x.mp4")) == f"{words} (/out/x.mp4)"
+    assert _io.describe_os_error(OSError(code, os.strerror(code))) == words
+
+
+def test_other_os_errors_keep_their_own_words_and_name_the_output_not_its_temporary():
     assert _io.describe_os_error(OSError(errno.EIO, "Input/output error", "f")) == "Input/output error (f)"
     assert _io.describe_os_error(OSError("just text")) == "just text"
+    tmp = f"/out/.x.mp4{TEMP_MARK}123-abcd.mp4"
+    assert _io.describe_os_error(OSError(errno.ENOSPC, "No space", tmp)) == \
+        "the disk is full; free some space or write elsewhere (/out/x.mp4)"
+
+
+def test_target_of_a_temporary_name():
+    from pathlib import Path
+
+    assert _io.target_of(f"/out/.x.mp4{TEMP_MARK}123-abcd.mp4") == Path("/out/x.mp4")
+    assert _io.target_of(f"/out/.labels{TEMP_MARK}9-ff/a_trainIds.png") == Path("/out/labels/a_trainIds.png")
+    assert _io.target_of(f"rel/.r.json{TEMP_MARK}1-00.json") == Path("rel/r.json")
+    assert _io.target_of("/out/x.mp4") == Path("/out/x.mp4")
+    assert _io.target_of(f"/out/x{TEMP_MARK}1.mp4") == Path(f"/out/x{TEMP_MARK}1.mp4")  # not hidden: not ours
+    assert _io.target_of(_io.temp_path_for(Path("/a/b.onnx"))) == Path("/a/b.onnx")
 
 
 def test_free_bytes(tmp_path):
