@@ -353,3 +353,35 @@ def test_free_bytes(tmp_path):
     free = _io.free_bytes(tmp_path / "not-yet")
     assert free is not None and free > 0
     assert free == os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize or free > 0
+
+
+def test_write_image_encodes_by_suffix_and_names_the_file_on_failure(tmp_path):
+    image = (np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) % 19).astype(np.uint8)
+    _io.write_image(tmp_path / "a.png", image)
+    assert np.array_equal(cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED), image)  # lossless PNG
+    colour = np.dstack([image * 10, image * 5, image]).astype(np.uint8)
+    _io.write_image(tmp_path / "b.jpg", colour)
+    assert (tmp_path / "b.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG, chosen by the suffix
+    _io.write_image(tmp_path / "noext", image)
+    assert (tmp_path / "noext").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # PNG when there is no suffix
+    with pytest.raises(FileNotFoundError) as caught:
+        _io.write_image(tmp_path / "missing" / "d.png", image)
+    assert caught.value.filename == str(tmp_path / "missing" / "d.png") and caught.value.errno == errno.ENOENT
+
+
+def test_preflight_checks_inputs_outputs_and_folders(tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"x")
+    _io.preflight(inputs=[model, None], outputs=[tmp_path / "out.onnx", None], folders=[tmp_path / "labels", None])
+    assert _names(tmp_path) == ["model.onnx"]  # the probes are gone
+    with pytest.raises(InputError, match="is the input"):
+        _io.preflight(inputs=[model], outputs=[model])
+    with pytest.raises(InputError, match="is the input"):
+        _io.preflight(inputs=[model], folders=[model])
+    with pytest.raises(InputError, match="does not exist"):
+        _io.preflight(outputs=[tmp_path / "missing" / "x.json"])
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        _io.preflight(folders=[model])
+    with pytest.raises(InputError, match="is a (folder|directory)"):
+        _io.preflight(outputs=[tmp_path])
+    _io.preflight()

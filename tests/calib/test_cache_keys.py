@@ -10,6 +10,7 @@ import json
 import logging
 import struct
 
+import numpy as np
 import pytest
 
 from lrnnet.calib.cache import (
@@ -150,3 +151,33 @@ def test_tensorrt_table_header_names_the_algorithm(method, header):
                                              ("8.6.1", "8601"), ("9.2", "9200")])
 def test_tensorrt_table_header_version(version, number):
     assert trt_calibration_table(_cache(), trt_version=version).splitlines()[0] == f"TRT-{number}-LegacyCalibration"
+
+
+def _graph(input_type, initializer: bool = False):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Relu", ["input"], ["x"]), helper.make_node("Relu", ["x"], ["y"])]
+    inits = [numpy_helper.from_array(np.zeros(1, np.float32), "input")] if initializer else []
+    return helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", input_type, [1])],
+                                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], inits))
+
+
+def _cache_of(names) -> CalibrationCache:
+    return CalibrationCache(key=KEY, digest="d", images_used=1, root="",
+                            ort_tensors_data={"data": {n: {"lowest": 0.0, "highest": 1.0} for n in names}})
+
+
+def test_a_cache_must_fit_the_graph_it_quantizes():
+    from onnx import TensorProto
+
+    from lrnnet.calib.cache import check_cache_against_graph
+
+    check_cache_against_graph(_cache_of(["input", "x", "y"]), _graph(TensorProto.FLOAT), "c.json")
+    check_cache_against_graph(_cache_of(["x"]), _graph(TensorProto.UINT8), "c.json")  # a frame input has no range
+    check_cache_against_graph(_cache_of(["x"]), _graph(TensorProto.FLOAT, initializer=True), "c.json")
+    with pytest.raises(InputError, match=r"^c\.json is not an lrnnet calibration cache for this graph \(it has ranges "
+                                         r"for 2 tensors the graph does not have, e\.g\. 'a'\); delete it"):
+        check_cache_against_graph(_cache_of(["x", "b", "a"]), _graph(TensorProto.FLOAT), "c.json")
+    for float_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16):
+        with pytest.raises(InputError, match=r"^c\.json .*\(no range for the graph input 'input'\); delete it"):
+            check_cache_against_graph(_cache_of(["x", "y"]), _graph(float_type), "c.json")
