@@ -14,10 +14,12 @@ and a GPU are here, else ONNX Runtime). The two have opposite needs:
 Measurements behind the ONNX Runtime choices (2026-12-01; LRNNet trained on synthetic scenes,
 1x3x512x1024, ONNX Runtime 1.32 on 2 cores of an AMD EPYC Zen 4 shared with five other jobs, so
 per-inference CPU time on one thread, median of 8, FP32 = 1.00x; wall-clock round-robin agreed
-within its noise): symmetric int8 activations (TensorRT's recipe) 0.60x; u8 asymmetric, everything
-but the power iteration and head quantized 1.23x; + BN and head float 1.25x; + Slice/Split/Reshape
-sharing their input's scale (ForceQuantizeNoInputCheck) 1.31x; + MaxPool float 1.48x; + SVN 1x1 convs
-float 1.57x. See ``benchmarks/bench_precision.py`` for the current figures.
+within its noise): symmetric int8 activations (TensorRT's recipe) 0.68x; u8 asymmetric, everything
+but the power iteration quantized 1.23x; + BN and head float 1.25x; + Slice/Split/Reshape sharing
+their input's scale (ForceQuantizeNoInputCheck) 1.31x; + MaxPool float 1.48x; + no NCHWc pass at
+load 1.51x; + SVN 1x1 convs float 1.57x (a later run of the same: 1.43x). Wall clock, 2 threads,
+round-robin: 1.36x with the NCHWc pass, 1.49x without. ``benchmarks/bench_precision.py`` has the
+current figures.
 """
 
 from __future__ import annotations
