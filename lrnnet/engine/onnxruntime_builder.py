@@ -1,11 +1,14 @@
-"""The ONNX Runtime "engine": the precision ONNX, graph-optimised by ONNX Runtime and saved.
+"""The ONNX Runtime "engine": the precision ONNX of the ONNX Runtime target, graph-optimised by ONNX Runtime and saved.
 
 The optimisation level is BASIC: constant folding and redundant-node elimination, which leave
-standard ONNX ops only, so the saved graph is portable (CPU, CUDA or TensorRT execution provider,
-any CPU). EXTENDED and above fuse into com.microsoft contrib ops assigned to the execution provider
-that optimised them, and ONNX Runtime's documentation warns that such saved graphs may not run
-elsewhere; ONNX Runtime applies those fusions again at session start anyway, so nothing is lost.
-Q/DQ pairs survive BASIC (its constant folding skips DequantizeLinear), so INT8 stays INT8.
+standard ONNX ops only. EXTENDED and above fuse into com.microsoft contrib ops and NCHWc layouts
+tied to the execution provider and CPU that optimised them (ONNX Runtime's documentation warns that
+such saved graphs may not run elsewhere); ONNX Runtime applies those fusions again at session start
+(the QLinearConv fusion of INT8 included), so nothing is lost. Q/DQ pairs survive BASIC, so INT8
+stays INT8; BASIC also quantizes the float conv biases into int32 DequantizeLinear, which ONNX
+Runtime runs and TensorRT's parser rejects: the file is for ONNX Runtime, and the TensorRT target
+gets its own graph (lrnnet.engine.build, lrnnet_<precision>.trt.onnx). FP16 is saved as converted
+(lrnnet.engine.build): the CPU provider's optimisation would wrap every float16 conv in Casts.
 """
 
 from __future__ import annotations
