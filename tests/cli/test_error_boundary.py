@@ -252,3 +252,59 @@ def test_help_says_each_default_once(capsys):
     assert "a name (default: lrnnet)" in text and "a ratio (default: 50%)" in text
     assert "three (default 3) --none" in text and "nothing --flag" in text and "a flag (default" not in text
     assert "more log output (default" not in text
+
+
+def test_verbose_turns_debug_lines_on(capsys):
+    from lrnnet.cli._common import Parser
+    from lrnnet.log import logger
+
+    def body(args):
+        logger.debug("a debug line")
+        logger.info("an info line")
+
+    assert _run(body, ["--no-progress", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "a debug line" in err and "an info line" in err
+    assert _run(body, ["--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "a debug line" not in err and "an info line" in err
+    assert run_command(PROG, body, Parser(prog=PROG), []) == 0  # a parser without -v: not verbose
+    assert "a debug line" not in capsys.readouterr().err
+
+
+def test_no_progress_turns_bars_off_and_never_on(monkeypatch):
+    from lrnnet import log
+
+    monkeypatch.setattr(log, "_progress_enabled", True)
+    assert _run(lambda args: 0, []) == 0
+    assert log._progress_enabled is True  # without the flag, nothing changes
+    assert _run(lambda args: 0, ["--no-progress"]) == 0
+    assert log._progress_enabled is False
+    assert _run(lambda args: 0, []) == 0
+    assert log._progress_enabled is False  # an outer command's --no-progress stays in force
+
+
+@pytest.mark.parametrize("text", ["std::bad_alloc", "Failed to allocate memory for requested buffer",
+                                  "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Out Of Memory",
+                                  "Unable to allocate 3.2 GiB for an array", "CUDA error: can't allocate memory"])
+def test_a_library_out_of_memory_is_exit_2(capsys, text):
+    assert _run(_raise(RuntimeError(text))) == 2
+    message = f"{PROG}: error: out of memory: use a smaller --size or batch, or a machine with more memory"
+    assert _stderr_lines(capsys) == [message]
+
+
+def test_help_defaults_edge_cases(capsys):
+    import functools
+
+    parser = make_parser(PROG, "the description")
+    parser.add_argument("--switch", default=False, help="a switch")
+    parser.add_argument("--fp16", dest="precision", action="store_const", const="fp16", default="fp32", help="half")
+    parser.add_argument("--pair", type=functools.partial(int), nargs="+", default=[1, 2], help="a pair")
+    parser.add_argument("--one", nargs=1, default=["z"], help="one value")
+    parser.add_argument("where", nargs="?", default="here", help="a place")
+    assert run_command(PROG, lambda args: 0, parser, ["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the description" in text
+    assert "a switch --fp16" in text and "half --pair" in text  # no default for a bool or a constant flag
+    assert "a pair (default: 1 2)" in text and "one value (default: z)" in text
+    assert "a place" in text and "(default: here)" not in text  # a positional: no default shown
