@@ -181,3 +181,22 @@ def test_a_cache_must_fit_the_graph_it_quantizes():
     for float_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16):
         with pytest.raises(InputError, match=r"^c\.json .*\(no range for the graph input 'input'\); delete it"):
             check_cache_against_graph(_cache_of(["x", "y"]), _graph(float_type), "c.json")
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"images_used": "3"}, "'images_used' is a str ('3'), expected int"),
+    ({"digest": None}, "'digest' is missing, expected str"),
+    ({"images_used": True}, "'images_used' is a bool ('True'), expected int"),
+    ({"images_used": 0}, "'images_used' is 0"),
+    ({"key": {**KEY.__dict__, "images": "4"}}, "key 'images' is a str ('4')"),
+    ({"key": {**KEY.__dict__, "percentile": float("inf")}}, "key 'percentile' is a float ('inf')"),
+    ({"digest": ["y" * 60]}, "'digest' is a list (" + repr(str(["y" * 60])[:40]) + "), expected str"),
+])
+def test_a_broken_field_is_named_with_its_kind(tmp_path, change, reason):
+    path = tmp_path / "calib.json"
+    write_cache(path, _cache())
+    raw = {**json.loads(path.read_text()), **change}
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InputError) as caught:
+        read_cache(path, KEY)
+    assert str(caught.value) == f"{path} is not an lrnnet calibration cache ({reason}); delete it or pass another --calib-cache"

@@ -202,3 +202,72 @@ def test_foreign_missing_and_broken_metadata_are_bad_input(tmp_path):
     assert ModelInfo.from_props({**props, KEY_PREFIX + "future_field": "1"}) == _info()
     with pytest.raises(InputError, match="not an lrnnet export"):
         ModelInfo.from_props({**props, KEY_PREFIX + "model": json.dumps("other")})
+
+
+def _problems_of(message: str) -> list[str]:
+    return message.split(" has invalid lrnnet metadata: ", 1)[1].rsplit("; re-export it with lrnnet-export", 1)[0] \
+        .split("; ")
+
+
+def test_messages_in_full_with_the_default_source():
+    with pytest.raises(InputError) as caught:
+        _info(batch=0, precision="x").validate()
+    assert str(caught.value) == ("model has invalid lrnnet metadata: batch 0 is not an integer in 1..1024; "
+                                 "precision 'x' is not one of ['fp32', 'fp16', 'int8']; re-export it with lrnnet-export")
+    with pytest.raises(InputError) as caught:
+        ModelInfo.from_dict({})
+    assert str(caught.value) == ("model: lrnnet metadata lacks lrnnet.input_height, lrnnet.input_width, "
+                                 "lrnnet.stride; re-export it with lrnnet-export")
+    with pytest.raises(InputError, match=r"^m has invalid lrnnet metadata: batch 0"):
+        ModelInfo.from_dict({**_info().__dict__, "batch": 0}, "m")
+    with pytest.raises(InputError) as caught:
+        ModelInfo.from_props({})
+    assert str(caught.value) == ("model is not an lrnnet export (no 'lrnnet.model' metadata); "
+                                 "export it with lrnnet-export")
+    with pytest.raises(InputError, match=r"^model is not an lrnnet export"):
+        ModelInfo.from_onnx_model(_graph())
+    long = "x" * 50
+    with pytest.raises(InputError) as caught:
+        ModelInfo.from_props({KEY_PREFIX + "model": long}, "m")
+    assert str(caught.value) == f"m: metadata lrnnet.model is not JSON ({long[:40]!r}); re-export it with lrnnet-export"
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"class_names": [1] * 19}, "class_names is not a list of names"),
+    ({"palette": "red"}, "palette is not a list of [R, G, B] colours in 0..255"),
+    ({"model_config": []}, "model_config is not a dict"),
+    ({"extra": None}, "extra is not a dict"),
+    ({"lrnnet_version": 1}, "lrnnet_version is not a string"),
+    ({"engine_purpose": None}, "engine_purpose is not a string"),
+    ({"mean": [True, 0.5, 0.5]}, "mean [True, 0.5, 0.5] is not three numbers in [0, 1]"),  # a bool is no number
+    ({"mean": ["0.5", 0.5, 0.5]}, "mean ['0.5', 0.5, 0.5] is not three numbers in [0, 1]"),
+    ({"input_layout": "bad", "preprocess_in_graph": True},
+     "input_layout 'bad' is not one of ['NCHW float32 RGB normalised', 'NHWC uint8 BGR']"),
+])
+def test_the_exact_problem(changes, problem):
+    with pytest.raises(InputError) as caught:
+        _info(**changes).validate("x")
+    assert _problems_of(str(caught.value)) == [problem]
+
+
+def test_read_model_info_leaves_external_data_alone_and_names_the_file(tmp_path):
+    model = _graph()
+    _info().write_to(model)
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data",
+              size_threshold=0)
+    (tmp_path / "ext.data").unlink()  # weights elsewhere (not needed to read the metadata)
+    assert read_model_info(path) == _info()
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x96 not protobuf \xff")
+    with pytest.raises(InputError) as caught:
+        read_model_info(junk)
+    assert "NoneType" not in str(caught.value) and "Error)" in str(caught.value)
+    bad = _graph()
+    _info().write_to(bad)
+    bad.graph.initializer[0].raw_data = np.zeros(6, np.float32).tobytes()
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    with pytest.raises(InputError) as caught:
+        read_model_info(tmp_path / "bad.onnx")
+    assert str(caught.value) == (f"{tmp_path / 'bad.onnx'} is corrupt: its weights do not match the SHA-256 recorded "
+                                 "when it was written (damaged on disk or in transfer); use another copy or re-export it")
