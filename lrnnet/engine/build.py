@@ -222,7 +222,8 @@ def build_engine(options: BuildOptions) -> BuildResult:
     graph_sidecar = write_sidecar(graph_file, dataclasses.replace(sidecar, onnxruntime_version=None))
     if gpu is None or tensorrt_version() is None:
         return BuildResult(backend, reason, options.precision, None, graph_sidecar, graph_file, record,
-                           time.perf_counter() - start, next_step=_next_step(graph_file, engine, options, reason))
+                           time.perf_counter() - start,
+                           next_step=_next_step(graph_file, engine, options, reason, profile))
     return _run_tensorrt_build(options, graph_file, engine, profile, sidecar, record, reason, gpu, start)
 
 
@@ -240,10 +241,13 @@ def _run_tensorrt_build(options: BuildOptions, graph_file: Path, engine: Path, p
                        record, time.perf_counter() - start)
 
 
-def _next_step(graph_file: Path, engine: Path, options: BuildOptions, reason: str) -> str:
+def _next_step(graph_file: Path, engine: Path, options: BuildOptions, reason: str, profile: InputProfile) -> str:
     """One sentence: the engine is built on the GPU machine, and the two commands that build it."""
     output = "" if options.output is None else f" -o {engine}"
     typed = " --stronglyTyped" if options.precision != "fp32" else ""
+    if profile.dynamic:  # trtexec needs the optimisation profile spelled out
+        typed += "".join(f" --{kind}Shapes={profile.name}:{'x'.join(map(str, shape))}"
+                         for kind, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)))
     return (f"no TensorRT engine here ({reason}): build it on the GPU machine with "
             f"`lrnnet-build-engine {graph_file} --{options.precision} --backend tensorrt{output}` or "
             f"`trtexec --onnx={graph_file} --saveEngine={engine}{typed}` (TensorRT 10/11; the precision is in the "
