@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -57,6 +58,7 @@ __all__ = [
     "check_writable",
     "clean_stale_temps",
     "command_outputs",
+    "file_sha256",
     "is_temp_name",
     "keep_outputs",
     "preflight",
@@ -79,6 +81,15 @@ _LOW_SPACE_BYTES = 1 << 20  # a verify failure with less free than this on the d
 
 
 # -- names ---------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (engines and ONNX files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def temp_path_for(target: Path) -> Path:

@@ -20,6 +20,17 @@ from fixtures_export import *
 from fixtures_train import *
 
 
+@pytest.fixture
+def fresh_log_handler():
+    """setup_logging binds the stderr of the first command; give each test's command its own (capsys)."""
+    from lrnnet.log import logger
+
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    yield
+    logger.handlers[:] = saved
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small Cityscapes-layout tree: 8 train and 4 val scenes at 128x256, two cities."""

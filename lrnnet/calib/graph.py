@@ -8,13 +8,13 @@ the L2 normalisation and the sign convention, plus the attention softmax. Its 1x
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from lrnnet._io import file_sha256
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import ModelInfo, check_weights_digest
 from lrnnet.log import logger
@@ -46,12 +46,6 @@ class SourceModel:
         return graph_input_names(self.model)[0]
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def graph_input_names(model: onnx.ModelProto) -> list[str]:
@@ -78,7 +72,7 @@ def load_source_onnx(path: str | Path) -> SourceModel:
                          "(the lrnnet-export output, lrnnet.onnx by default)")
     if len(graph_input_names(model)) != 1:
         raise InputError(f"{path} has inputs {graph_input_names(model)}; an lrnnet export has exactly one")
-    return SourceModel(path, model, info, sha256_file(path))
+    return SourceModel(path, model, info, file_sha256(path))
 
 
 def float_island_nodes(model: onnx.ModelProto) -> list[str]:

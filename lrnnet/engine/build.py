@@ -267,7 +267,7 @@ def _tensorrt_ready_info(path: Path) -> ModelInfo | None:
 
 def _build_from_tensorrt_ready(options: BuildOptions, info: ModelInfo, start: float) -> BuildResult:
     """The TensorRT engine of a TensorRT-ready graph (lrnnet_<precision>.trt.onnx): no precision step."""
-    from lrnnet.calib.graph import sha256_file
+    from lrnnet._io import file_sha256
 
     path = options.onnx
     if options.precision != info.precision:
@@ -291,7 +291,7 @@ def _build_from_tensorrt_ready(options: BuildOptions, info: ModelInfo, start: fl
     profile = input_profile(model, info, input_name, options.max_batch)
     calibration = info.extra.get("calibration")
     sidecar = EngineSidecar(backend="tensorrt", precision=info.precision, source_onnx=str(path),
-                            source_sha256=sha256_file(path), input_profile=profile.to_dict(),
+                            source_sha256=file_sha256(path), input_profile=profile.to_dict(),
                             model_info=dataclasses.asdict(info), target="tensorrt", purpose=info.engine_purpose,
                             calibration=calibration if isinstance(calibration, dict) else None)
     return _run_tensorrt_build(options, path, engine, profile, sidecar, None, reason, gpu, start)

@@ -17,7 +17,6 @@ API for the runners (small on purpose):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Collection
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lrnnet
-from lrnnet._io import write_json_atomic
+from lrnnet._io import file_sha256, write_json_atomic
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import ModelInfo
 
@@ -90,12 +89,6 @@ def write_sidecar(engine: str | Path, sidecar: EngineSidecar) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_sidecar(engine: str | Path) -> EngineSidecar:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import lrnnet
+from lrnnet._io import file_sha256
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import count_text
 from lrnnet.errors import InputError
@@ -192,12 +193,6 @@ def check_output_dir(output_dir: Path) -> None:
         raise InputError(f"--output-dir {output_dir}: folder {parent} does not exist; create it first")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def output_settings(options: PipelineOptions) -> dict[str, Any]:

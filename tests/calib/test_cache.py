@@ -13,16 +13,9 @@ from lrnnet.calib.cache import CACHE_FORMAT, CalibrationKey, read_cache
 from lrnnet.cli.build_engine import main
 from lrnnet.errors import InputError
 
+pytestmark = pytest.mark.usefixtures("fresh_log_handler")
 
-@pytest.fixture(autouse=True)
-def fresh_log_handler():
-    """setup_logging binds the stderr of the first command; give each command its own (capsys)."""
-    from lrnnet.log import logger
 
-    saved = logger.handlers[:]
-    logger.handlers.clear()
-    yield
-    logger.handlers[:] = saved
 
 
 @pytest.fixture(scope="module")

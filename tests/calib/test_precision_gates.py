@@ -24,18 +24,10 @@ from lrnnet.data.preprocess import preprocess
 from lrnnet.data.synthetic import synthetic_video_frames
 
 SIZE = (128, 256)  # the tiny export's (tests/fixtures_export.py)
-pytestmark = pytest.mark.slow  # two engine builds, one of them calibrated
+# two engine builds, one of them calibrated
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fresh_log_handler")]
 
 
-@pytest.fixture(autouse=True)
-def fresh_log_handler():
-    """setup_logging binds the stderr of the first command; give each command its own."""
-    from lrnnet.log import logger
-
-    saved = logger.handlers[:]
-    logger.handlers.clear()
-    yield
-    logger.handlers[:] = saved
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,11 @@ from lrnnet.engine.sidecar import (
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import ModelInfo
 
+pytestmark = pytest.mark.usefixtures("fresh_log_handler")
+
 HAVE_TENSORRT = tensorrt_version() is not None and current_gpu() is not None
 
 
-@pytest.fixture(autouse=True)
-def fresh_log_handler():
-    """setup_logging binds the stderr of the first command; give each test's command its own (capsys)."""
-    from lrnnet.log import logger
-
-    saved = logger.handlers[:]
-    logger.handlers.clear()
-    yield
-    logger.handlers[:] = saved
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from runtime_helpers import read_video
 
+from lrnnet._io import file_sha256
 from lrnnet.cli.infer import main
 from lrnnet.data.synthetic import write_synthetic_video
 from lrnnet.runtime import open_runner
 from lrnnet.runtime.batch import (
     BatchOptions,
     SourceJob,
-    file_sha256,
     is_complete,
     output_settings,
     plan_jobs,
