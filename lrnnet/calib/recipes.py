@@ -12,7 +12,7 @@ and a GPU are here, else ONNX Runtime). The two have opposite needs:
   typed networks: no FP16 builder flag).
 
 Measurements behind the ONNX Runtime choices (2026-12-01; LRNNet trained on synthetic scenes,
-1x3x512x1024, ONNX Runtime 1.32 on 2 cores of an AMD EPYC Zen 4 shared with five other jobs, so
+1x3x512x1024, ONNX Runtime 1.32 on 2 vCPUs of an Intel Xeon (AVX-512 VNNI, AMX-INT8) shared with five other jobs, so
 per-inference CPU time on one thread, median of 8, FP32 = 1.00x; wall-clock round-robin agreed
 within its noise): symmetric int8 activations (TensorRT's recipe) 0.68x; u8 asymmetric, everything
 but the power iteration quantized 1.23x; + BN and head float 1.25x; + Slice/Split/Reshape sharing
