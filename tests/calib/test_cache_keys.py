@@ -200,3 +200,127 @@ def test_a_broken_field_is_named_with_its_kind(tmp_path, change, reason):
     with pytest.raises(InputError) as caught:
         read_cache(path, KEY)
     assert str(caught.value) == f"{path} is not an lrnnet calibration cache ({reason}); delete it or pass another --calib-cache"
+
+
+def _broken(path, mutate) -> str:
+    write_cache(path, _cache())
+    raw = json.loads(path.read_text())
+    mutate(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InputError) as caught:
+        read_cache(path, KEY)
+    message = str(caught.value)
+    prefix, suffix = f"{path} is not an lrnnet calibration cache (", "); delete it or pass another --calib-cache"
+    assert message.startswith(prefix) and message.endswith(suffix), message
+    return message[len(prefix):-len(suffix)]
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def mutate(raw):
+        target = raw
+        for key in keys[:-1]:
+            target = target[key]
+        if value is _DELETE:
+            del target[keys[-1]]
+        else:
+            target[keys[-1]] = value
+    return mutate
+
+
+_DELETE = object()
+_DATA = ("ort_tensors_data", "data")
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (_set(*_DATA, {}), "no tensor ranges ('ort_tensors_data.data' is empty or missing)"),
+    (_set("ort_tensors_data", "data", _DELETE), "no tensor ranges ('ort_tensors_data.data' is empty or missing)"),
+    (_set("ort_tensors_data", "data", [1]), "no tensor ranges ('ort_tensors_data.data' is empty or missing)"),
+    (_set(*_DATA, "relu_out", 5.0), "tensor 'relu_out' has no lowest/highest range"),
+    (_set(*_DATA, "relu_out", {"lowest": 0.0}), "tensor 'relu_out' has no lowest/highest range"),
+    (_set(*_DATA, "relu_out", {"highest": 1.0}), "tensor 'relu_out' has no lowest/highest range"),
+    (_set(*_DATA, "relu_out", {"lowest": "low", "highest": 1.0}),
+     "tensor 'relu_out' has a range that is not a number (a str ('low'))"),
+    (_set(*_DATA, "relu_out", {"lowest": True, "highest": 1.0}),
+     "tensor 'relu_out' has a range that is not a number (a bool ('True'))"),
+    (_set(*_DATA, "relu_out", {"lowest": [0.0, 1.0], "highest": 1.0}),
+     "tensor 'relu_out' has a range that is not a number (2 values)"),
+    (_set(*_DATA, "relu_out", {"lowest": 0.0, "highest": float("nan")}),
+     "tensor 'relu_out' has a non-finite range [0.0, nan]"),
+    (_set(*_DATA, "relu_out", {"lowest": float("-inf"), "highest": 1.0}),
+     "tensor 'relu_out' has a non-finite range [-inf, 1.0]"),
+    (_set(*_DATA, "relu_out", {"lowest": 2.0, "highest": 1.5}), "tensor 'relu_out' has lowest 2 above highest 1.5"),
+    (_set(*_DATA, "relu_out", {"lowest": -65505.0, "highest": 1.0}),
+     "tensor 'relu_out' has range [-65505, 1], beyond any activation (|x| > 65504, FP16's largest)"),
+    (_set("format", "lrnnet-calibration-cache/0"),
+     "format 'lrnnet-calibration-cache/0', expected 'lrnnet-calibration-cache/1'"),
+    (_set("format", _DELETE), "format None, expected 'lrnnet-calibration-cache/1'"),
+    (_set("key", "abc"), "'key' is a str ('abc'), expected dict"),
+    (_set("root", 3), "'root' is a int ('3'), expected str"),
+    (_set("ort_tensors_data", [1]), "'ort_tensors_data' is a list ('[1]'), expected dict"),
+    (_set("key", "extra", 1), ("'key' has fields ['extra', 'images', 'method', 'percentile', 'source_sha256'], "
+                              "expected ['images', 'method', 'percentile', 'source_sha256']")),
+    (_set("key", "percentile", _DELETE), ("'key' has fields ['images', 'method', 'source_sha256'], "
+                                         "expected ['images', 'method', 'percentile', 'source_sha256']")),
+    (_set("key", "images", 4.0), "key 'images' is a float ('4.0')"),
+    (_set("key", "images", True), "key 'images' is a bool ('True')"),
+    (_set("key", "method", 1), "key 'method' is a int ('1')"),
+    (_set("key", "percentile", "high"), "key 'percentile' is a str ('high')"),
+    (_set("key", "percentile", float("nan")), "key 'percentile' is a float ('nan')"),
+])
+def test_every_schema_rule_of_a_cache_file(tmp_path, mutate, reason):
+    assert _broken(tmp_path / "calib.json", mutate) == reason
+
+
+def test_ranges_at_the_edges_are_valid(tmp_path):
+    path = tmp_path / "calib.json"
+    for entry in ({"lowest": -65504.0, "highest": 65504.0}, {"lowest": 1.0, "highest": 1.0},
+                  {"lowest": {"CLS": "numpy.array", "data": [[0.5]]}, "highest": 2}, {"lowest": [], "highest": 0}):
+        cache = CalibrationCache(key=KEY, digest="d", images_used=1, root="",
+                                 ort_tensors_data={"data": {"t": entry}})
+        write_cache(path, cache)
+        assert read_cache(path, KEY) == cache
+    key = CalibrationKey(source_sha256="0", method="minmax", images=1, percentile=None)
+    cache = CalibrationCache(key=key, digest="d", images_used=1, root="", ort_tensors_data=RANGES)
+    write_cache(path, cache)
+    assert read_cache(path, key) == cache  # percentile None (not the percentile method) is valid
+
+
+def test_not_text_not_json_and_not_an_object(tmp_path):
+    path = tmp_path / "calib.json"
+    for content, reason in ((b"\xff\xfe\x00garbage", "not text"), (b"", ("not JSON (Expecting value: line 1 column "
+                                                                         "1 (char 0))")),
+                            (b'"calibration"', "a JSON str, not an object"), (b"[1]", "a JSON list, not an object")):
+        path.write_bytes(content)
+        with pytest.raises(InputError) as caught:
+            read_cache(path, KEY)
+        assert str(caught.value) == (f"{path} is not an lrnnet calibration cache ({reason}); delete it or pass "
+                                     "another --calib-cache")
+
+
+def test_a_mismatch_names_every_difference_and_what_happens(tmp_path, lrnnet_log):
+    path = tmp_path / "calib.json"
+    write_cache(path, _cache())
+    other = CalibrationKey(source_sha256="ef" * 32, method="minmax", images=8, percentile=None)
+    lrnnet_log.clear()
+    assert read_cache(path, other) is None
+    (line,) = [r.getMessage() for r in lrnnet_log.records]
+    assert line == (f"calibration cache {path} was made for model sha256 {'ab' * 6}.. (this model: {'ef' * 6}..), "
+                    "method percentile (now minmax), 4 images (now 8), percentile 99.999 (now None): recalibrating "
+                    "and overwriting it")
+    with pytest.raises(InputError) as caught:
+        read_cache(path, other, recalibrate=False)
+    assert str(caught.value).startswith(f"calibration cache {path} was made for model sha256 ")
+    assert str(caught.value).endswith(": cannot recalibrate without calibration images; pass --calib-data (the cache "
+                                      "will be overwritten), or the cache made for this model and these settings")
+    # The images (digest) count only when given, and only when the count is the same.
+    assert read_cache(path, KEY, digest="cd" * 32) is not None
+    lrnnet_log.clear()
+    assert read_cache(path, KEY, digest="99" * 32) is None
+    (line,) = [r.getMessage() for r in lrnnet_log.records]
+    assert f"was made for other calibration images (digest {'cd' * 6}.., now {'99' * 6}..)" in line
+    lrnnet_log.clear()
+    assert read_cache(path, CalibrationKey(**{**KEY.__dict__, "images": 5}), digest="99" * 32) is None
+    (line,) = [r.getMessage() for r in lrnnet_log.records]
+    assert "other calibration images" not in line and "4 images (now 5)" in line
