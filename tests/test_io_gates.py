@@ -385,3 +385,38 @@ def test_preflight_checks_inputs_outputs_and_folders(tmp_path):
     with pytest.raises(InputError, match="is a (folder|directory)"):
         _io.preflight(outputs=[tmp_path])
     _io.preflight()
+
+
+def test_check_writable_messages_in_full(tmp_path):
+    with pytest.raises(InputError) as caught:
+        check_writable(tmp_path / ".")
+    assert str(caught.value) == f"output {tmp_path} is a directory; give a file name such as {tmp_path / '<name>'}"
+    with pytest.raises(InputError) as caught:
+        check_writable(".")
+    assert str(caught.value) == "output . is not a file name"
+    with pytest.raises(InputError) as caught:
+        check_writable(tmp_path / "no" / "x.json")
+    assert str(caught.value) == f"output {tmp_path / 'no' / 'x.json'}: folder {tmp_path / 'no'} does not exist; create it first"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError) as caught:
+        check_writable(fifo)
+    assert str(caught.value) == f"output {fifo} is not a regular file; give a file name"
+    (tmp_path / "plain.json").write_text("{}")
+    check_writable(tmp_path / "plain.json")  # an existing regular file may be replaced
+    assert (tmp_path / "plain.json").read_text() == "{}"
+
+
+def test_check_writable_with_parents_to_make(tmp_path):
+    target = tmp_path / "runs" / "a" / "b" / "ckpt.pth"
+    check_writable(target, make_parents=True)  # the nearest existing folder takes files
+    assert _names(tmp_path) == []  # nothing created, no probe left
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=r"file is not a folder"):
+        check_writable(tmp_path / "file" / "sub" / "x.json", make_parents=True)
+
+
+def test_check_writable_remembers_the_output_for_the_command(tmp_path):
+    with command_outputs():
+        check_writable(tmp_path / "a.json")
+        assert tmp_path / "a.json" in _io.watched_outputs()
