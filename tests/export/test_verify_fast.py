@@ -179,3 +179,42 @@ def test_verification_frames():
     assert all(np.array_equal(a, b) for a, b in zip(frames, again))
     assert not np.array_equal(verification_frames((24, 40), scenes=1, seed=2)[0], frames[0])
     assert len(verification_frames((24, 40))) == 5  # three scenes by default
+
+
+def test_the_agreement_is_the_fraction_of_pixels(graphs):
+    import onnxruntime as ort
+
+    from lrnnet.data.preprocess import preprocess
+
+    reference = Conv(labels=True, bias0=0.5).eval()
+    report = verify_onnx(graphs["labels"], reference, [(1, *SIZE)], uint8_nhwc=False, labels_out=True,
+                         tolerance=Tolerance(min_argmax_agreement=0.0))  # the default: three scenes
+    assert report.images == 5
+    session = ort.InferenceSession(graphs["labels"], providers=["CPUExecutionProvider"])
+    agree = total = 0
+    for frame in verification_frames(SIZE):
+        feed = preprocess(frame, SIZE)
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(feed)).numpy()
+        got = session.run(None, {"input": feed})[0]
+        agree, total = agree + int((expected == got).sum()), total + expected.size
+    assert report.argmax_agreement == agree / total
+
+
+def test_a_summary_with_only_one_figure():
+    assert VerificationReport(max_abs=1.0, max_rel=None, images=1, shapes=[(1, 3, 8, 8)]).summary() == \
+        "argmax agreement 100.000% on 1 images (1x3x8x8)"
+
+
+def test_verification_frame_patterns():
+    assert all(np.array_equal(a, b) for a, b in zip(verification_frames((24, 40)), verification_frames((24, 40), seed=0)))
+    gradient = verification_frames((24, 41), scenes=0)[0]
+    assert gradient[0, 20].tolist() == [128, 0, 128] and gradient[12, 0].tolist() == [0, 133, 255]
+    checker = verification_frames((24, 40), scenes=0)[1]
+    dark, bright = [15, 40, 120], [230, 200, 20]
+    assert checker[1, 0].tolist() == dark and checker[0, 8].tolist() == dark and checker[4, 4].tolist() == dark
+    assert checker[4, 0].tolist() == bright and checker[0, 12].tolist() == bright
+    large = verification_frames((128, 256), scenes=0)[1]  # cells of 128 // 16 = 8
+    assert large[0, 7].tolist() == dark and large[0, 8].tolist() == bright
+    odd = verification_frames((100, 160), scenes=0)[1]  # cells of 100 // 16 = 6 (an integer)
+    assert odd[0, 5].tolist() == dark and odd[0, 6].tolist() == bright
