@@ -53,6 +53,36 @@ def setup_logging(verbose: bool = False) -> None:
     logger.propagate = False
 
 
+# Notes of a running command (see `deferred_notes`); None outside one.
+_pending_notes: list[str] | None = None
+
+
+def note(message: str) -> None:
+    """A remark the user should read (e.g. a file nothing vouches for), said once the command succeeds.
+
+    A failing command prints only its one error line, so inside a command (`deferred_notes`) notes
+    wait for success; outside one (library use) they are logged at once.
+    """
+    if _pending_notes is None:
+        logger.info("note: %s", message)
+    elif message not in _pending_notes:
+        _pending_notes.append(message)
+
+
+@contextlib.contextmanager
+def deferred_notes() -> Iterator[None]:
+    """Collect `note`s while a command runs; log them if it succeeds, drop them if it fails."""
+    global _pending_notes
+    outer, _pending_notes = _pending_notes, []
+    try:
+        yield
+        notes = _pending_notes
+    finally:
+        _pending_notes = outer
+    for message in notes:
+        note(message)
+
+
 def set_progress(enabled: bool) -> None:
     global _progress_enabled
     _progress_enabled = enabled

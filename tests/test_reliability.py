@@ -280,6 +280,13 @@ def test_a_foreign_checkpoint_without_a_digest_is_accepted(tiny_checkpoint, tmp_
     plain = tmp_path / "plain.pth"
     torch.save(payload["model"], plain)  # a bare state dict, as another training script writes it
     load_checkpoint(plain)
+    # Through the command (a fresh process, so its stderr is the command's own): exported, and the
+    # user is told that nothing vouched for the weights.
+    done = subprocess.run([sys.executable, "-m", "lrnnet.cli.export", str(plain), "-o", str(tmp_path / "plain.onnx"),
+                           "--height", "64", "--width", "128", "--no-verify"], check=False, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and (tmp_path / "plain.onnx").is_file(), done.stderr
+    assert f"note: {plain} carries no weights digest" in done.stderr
 
 
 def test_an_engine_whose_bytes_changed_is_refused(tiny_onnx, tmp_path):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from lrnnet.errors import InputError
-from lrnnet.log import set_progress, setup_logging
+from lrnnet.log import deferred_notes, set_progress, setup_logging
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -128,7 +128,7 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
     from lrnnet._io import command_outputs, describe_os_error
 
     try:
-        with _signals_unwind(), command_outputs(rollback=all_or_nothing):
+        with _signals_unwind(), command_outputs(rollback=all_or_nothing), deferred_notes():
             return body(args) or 0
     except InputError as exc:
         # An InputError that translated a library's failure (ONNX Runtime's "INVALID_PROTOBUF" when it

@@ -26,7 +26,7 @@ import lrnnet
 from lrnnet.data.labels import CLASS_NAMES, PALETTE_RGB
 from lrnnet.data.preprocess import MEAN_RGB, STD_RGB
 from lrnnet.errors import InputError
-from lrnnet.log import logger
+from lrnnet.log import note
 
 MODEL_NAME = "lrnnet"
 KEY_PREFIX = "lrnnet."  # every key is stored as "lrnnet.<field name>", values JSON-encoded
@@ -216,8 +216,8 @@ def stamp_weights_digest(onnx_model: Any) -> None:
 def check_weights_digest(onnx_model: Any, source: str) -> None:
     """InputError if the graph's weights differ from the digest recorded in it; a note if it has none."""
     recorded = next((p.value for p in onnx_model.metadata_props if p.key == DIGEST_KEY), None)
-    if recorded is None:  # a note with -v: on stderr by default it would make a later error two lines
-        logger.debug("%s carries no weights digest (not written by this lrnnet): its integrity is not checked", source)
+    if recorded is None:  # accepted, and said: the user should know nothing vouches for these weights
+        note(f"{source} carries no weights digest (not written by this lrnnet): its integrity is not checked")
         return
     actual = weights_digest(onnx_model)
     if actual is not None and actual != recorded:

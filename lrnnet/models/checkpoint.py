@@ -24,7 +24,7 @@ import torch
 
 from lrnnet._io import atomic_output
 from lrnnet.errors import InputError
-from lrnnet.log import logger
+from lrnnet.log import note
 from lrnnet.models.lrnnet import LRNNet
 
 __all__ = ["DIGEST_KEY", "SIZES_KEY", "build_model", "checkpoint_sizes", "load_checkpoint", "save_checkpoint",
@@ -136,8 +136,8 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 def _check_digest(obj: Any, state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
     recorded = obj.get(DIGEST_KEY) if isinstance(obj, Mapping) and "model" in obj else None
-    if recorded is None:  # a note with -v: on stderr by default it would make a later error two lines
-        logger.debug("%s carries no weights digest (not written by lrnnet): its integrity is not checked", path)
+    if recorded is None:  # accepted, and said once the command succeeds: nothing vouches for these weights
+        note(f"{path} carries no weights digest (not written by lrnnet): its integrity is not checked")
         return
     if not isinstance(recorded, str) or recorded != weights_digest(state_dict):
         raise InputError(f"{path} is corrupt: its weights do not match the SHA-256 recorded when it was saved "
