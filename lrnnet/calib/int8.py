@@ -79,7 +79,7 @@ class CalibrationRecord:
 
     method: str
     images: int  # images actually used
-    digest: str  # SHA-256 of the chosen file list (lrnnet.calib.reader.calibration_digest)
+    digest: str  # SHA-256 of the chosen file list (lrnnet.calib.reader.CalibrationSet.digest)
     images_read: int  # image files opened by this build: 0 when the cache was reused
     cache: str | None  # the cache file used or written, if any
     recipe: str = ""  # "<target>/<tool>": which INT8 recipe of lrnnet.calib.recipes made the graph

@@ -44,10 +44,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "CalibrationReader",
     "CalibrationSet",
-    "CityscapesCalibrationReader",
-    "calibration_digest",
     "open_calibration_set",
-    "select_calibration_samples",
 ]
 
 DEFAULT_CALIB_IMAGES = 500
@@ -321,17 +318,3 @@ class CalibrationReader:
         logger.info("calibration: %d images in %.1f s (%.0f ms/image at %dx%d; %.0f ms of it reading and "
                     "preprocessing)", images, seconds, 1000.0 * seconds / images, height, width,
                     1000.0 * self._read_seconds / images)
-
-
-# The first API's names, still used by lrnnet.calib.int8 and lrnnet.engine.build: the same objects.
-CityscapesCalibrationReader = CalibrationReader
-
-
-def select_calibration_samples(root: str | Path, count: int = DEFAULT_CALIB_IMAGES) -> CalibrationSet:
-    """``open_calibration_set`` under its first name (any kind of --calib-data, not only Cityscapes)."""
-    return open_calibration_set(root, count)
-
-
-def calibration_digest(calibration: CalibrationSet, root: str | Path | None = None) -> str:
-    """``calibration.digest()``; ``root`` is ignored (the set knows its own root)."""
-    return calibration.digest()

@@ -311,22 +311,18 @@ def _onnxruntime_version() -> str:
 def _build_legacy_int8(source: SourceModel, options: BuildOptions, engine: Path, profile: InputProfile, reason: str,
                        gpu: GpuInfo | None, start: float) -> BuildResult:
     """TensorRT 10's implicit INT8: the FP32 graph, calibrated by TensorRT's entropy calibrator."""
-    from lrnnet.calib.reader import (
-        CityscapesCalibrationReader,
-        calibration_digest,
-        select_calibration_samples,
-    )
+    from lrnnet.calib.reader import CalibrationReader, open_calibration_set
     from lrnnet.engine.tensorrt_builder import build_tensorrt_engine
 
     if gpu is None or tensorrt_version() is None:
         raise MissingDependencyError(f"--legacy-calibrator builds with TensorRT: {reason}; install it with: "
                                      f"{TENSORRT_INSTALL}")
     assert options.calib_data is not None  # BuildOptions requires it with legacy_calibrator
-    samples = select_calibration_samples(options.calib_data, options.int8.images)
-    reader = CityscapesCalibrationReader(samples, source.info, source.input_name, batch=source.info.batch)
+    samples = open_calibration_set(options.calib_data, options.int8.images)
+    reader = CalibrationReader(samples, source.info, source.input_name, batch=source.info.batch)
     version = build_tensorrt_engine(source.path, engine, profile, options.tensorrt, reader, options.calib_cache)
     record = CalibrationRecord(method="tensorrt-entropy2", images=len(samples),
-                               digest=calibration_digest(samples, options.calib_data),
+                               digest=samples.digest(),
                                images_read=reader.images_read,
                                cache=str(options.calib_cache) if options.calib_cache else None)
     info = dataclasses.replace(source.info, precision="int8")

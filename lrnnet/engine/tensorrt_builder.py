@@ -30,7 +30,7 @@ from lrnnet.log import logger, progress_bar, timed_step
 if TYPE_CHECKING:
     import tensorrt as trt
 
-    from lrnnet.calib.reader import CityscapesCalibrationReader
+    from lrnnet.calib.reader import CalibrationReader
 
 SUPPORTED_MAJOR_VERSIONS = (10, 11)
 MAX_OPTIMIZATION_LEVEL = 5
@@ -76,7 +76,7 @@ def tensorrt_major(version: str) -> int:
 
 def build_tensorrt_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLike[str],
                           profile: InputProfile, options: TensorRTOptions = TensorRTOptions(),
-                          calibration_reader: CityscapesCalibrationReader | None = None,
+                          calibration_reader: CalibrationReader | None = None,
                           calibration_cache: Path | None = None) -> str:
     """Parse `onnx_path`, build, and write the serialized engine to `engine_path` atomically.
 
@@ -197,7 +197,7 @@ def make_progress_monitor() -> trt.IProgressMonitor:
     return _ProgressMonitor()
 
 
-def make_entropy_calibrator(reader: CityscapesCalibrationReader, cache_path: Path | None) -> trt.IInt8Calibrator:
+def make_entropy_calibrator(reader: CalibrationReader, cache_path: Path | None) -> trt.IInt8Calibrator:
     """TensorRT 10's legacy ``IInt8EntropyCalibrator2`` over the Cityscapes calibration reader.
 
     Each batch is copied to one device buffer (cuda-python); TensorRT's own calibration cache is
