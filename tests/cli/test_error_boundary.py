@@ -252,6 +252,7 @@ def test_help_says_each_default_once(capsys):
     assert "a name (default: lrnnet)" in text and "a ratio (default: 50%)" in text
     assert "three (default 3) --none" in text and "nothing --flag" in text and "a flag (default" not in text
     assert "more log output (default" not in text
+    assert "--no-progress no progress bars -v, --verbose more log output" in text
 
 
 def test_verbose_turns_debug_lines_on(capsys):
@@ -282,6 +283,11 @@ def test_no_progress_turns_bars_off_and_never_on(monkeypatch):
     assert log._progress_enabled is False
     assert _run(lambda args: 0, []) == 0
     assert log._progress_enabled is False  # an outer command's --no-progress stays in force
+    from lrnnet.cli._common import Parser
+
+    monkeypatch.setattr(log, "_progress_enabled", True)
+    assert run_command(PROG, lambda args: 0, Parser(prog=PROG), []) == 0  # a parser without the option
+    assert log._progress_enabled is True
 
 
 @pytest.mark.parametrize("text", ["std::bad_alloc", "Failed to allocate memory for requested buffer",
