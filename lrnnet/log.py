@@ -43,12 +43,12 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(verbose: bool = False) -> None:
-    if logger.handlers:
-        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-        return
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
+    # Our own handler, whatever else is attached: another handler (a library's, a test's log capture)
+    # must not silence a command's messages.
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
 
