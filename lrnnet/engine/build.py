@@ -189,7 +189,9 @@ def build_engine(options: BuildOptions) -> BuildResult:
         return _build_from_tensorrt_ready(options, ready, start)
     source = load_source_onnx(options.onnx)
     backend, reason, gpu = choose_backend(options.backend)
-    logger.info("Backend: %s (%s)", backend, reason)
+    # The summary line names the backend and why; said up front only with -v, so that a bad output name
+    # or bad calibration data found next is the one line a failing build prints.
+    logger.debug("Backend: %s (%s)", backend, reason)
     engine = _engine_path(options, backend)
     profile = input_profile(source.model, source.info, source.input_name, options.max_batch)
 

@@ -50,10 +50,12 @@ def _build(*extra: str) -> int:
 
 
 def _one_error_line(capsys) -> str:
+    """The failure's one line: the last on stderr, the only error (progress lines may come before it)."""
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("lrnnet-build-engine: error: "), err
-    assert "Traceback" not in err[0]
-    return err[0]
+    errors = [line for line in err if "error:" in line]
+    assert len(errors) == 1 and err[-1] == errors[0] and errors[0].startswith("lrnnet-build-engine: error: "), err
+    assert not any("Traceback" in line for line in err)
+    return errors[0]
 
 
 def _info_lines(caplog, capsys) -> list[str]:
