@@ -114,7 +114,7 @@ def _body(args: argparse.Namespace) -> int:
     from lrnnet.cli._common import parse_size
     from lrnnet.runtime.factory import open_runner
     from lrnnet.runtime.sources import open_source, quiet_video_logs
-    from lrnnet.runtime.video import PipelineOptions, format_report, run_video
+    from lrnnet.runtime.video import PipelineOptions, format_report, resolve_output, run_video
 
     options = PipelineOptions(output_kind=args.output, alpha=args.alpha, max_frames=args.max_frames,
                               warmup=args.warmup, fps=args.fps, target_fps=args.target_fps)
@@ -124,6 +124,7 @@ def _body(args: argparse.Namespace) -> int:
               folders=[args.out if args.output == "labels" else None])
     source = open_source(args.source, timeout_s=args.timeout)  # first: a bad source fails before a model is loaded
     try:
+        output = resolve_output(source, args.out, args.output)  # and so does an output that cannot be written
         model = args.model if args.model is not None else default_model()
         runner_options = {}
         if args.size is not None:
@@ -134,7 +135,7 @@ def _body(args: argparse.Namespace) -> int:
             except argparse.ArgumentTypeError as exc:
                 raise InputError(str(exc)) from None
         with open_runner(model, backend=args.backend, device=args.device, **runner_options) as runner:
-            report = run_video(runner, source, args.out, options)
+            report = run_video(runner, source, output, options)
     finally:
         source.close()
     print(format_report(report))

@@ -42,7 +42,8 @@ from lrnnet.runtime.runner import Runner
 from lrnnet.runtime.sources import FrameSource, open_source
 from lrnnet.runtime.writers import VIDEO_SUFFIXES, PngFolderWriter, open_video_writer
 
-__all__ = ["CAPTURE_TO_OUTPUT", "FRAME_IN_TO_OUT", "OUTPUT_KINDS", "STAGES", "PipelineOptions", "default_output", "format_report", "run_video"]
+__all__ = ["CAPTURE_TO_OUTPUT", "FRAME_IN_TO_OUT", "OUTPUT_KINDS", "STAGES", "PipelineOptions", "default_output", "format_report", "resolve_output",
+           "run_video"]
 
 OUTPUT_KINDS = ("overlay", "mask", "labels")
 STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
@@ -320,8 +321,7 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
     options = options or PipelineOptions()
     opened = source if isinstance(source, FrameSource) else open_source(source)
     try:
-        target = Path(output) if output is not None else default_output(opened, options.output_kind)
-        _check_output(opened, target, options.output_kind)
+        target = resolve_output(opened, output, options.output_kind)
         fps = options.fps or opened.fps
         logger.info("Segmenting %s (%dx%d) with %s -> %s", opened.description, *opened.size, runner, target)
         pipeline: _Pipeline | None = None
@@ -347,13 +347,19 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
     return _report(runner, opened, target, options, pipeline, wall, fps)
 
 
-def _check_output(source: FrameSource, target: Path, kind: str) -> None:
+def resolve_output(source: FrameSource, output: str | Path | None, kind: str) -> Path:
+    """The output `run_video` will write for `source` (default `default_output`), refused if it cannot be.
+
+    Callers that load a model call it first, so a bad output name costs no model load.
+    """
+    target = Path(output) if output is not None else default_output(source, kind)
     source_path = getattr(source, "path", None) or getattr(source, "folder", None)
     refuse_overwrite(inputs=[source_path], outputs=[target])
     check_writable(target, directory=kind == "labels")
     if kind != "labels" and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"output {target}: unknown video type '{target.suffix or '(none)'}'; use "
                          f"{', '.join(VIDEO_SUFFIXES)}, or --output labels for a folder of trainId PNGs")
+    return target
 
 
 def _check_frames(pipeline: _Pipeline, source: FrameSource) -> None:
