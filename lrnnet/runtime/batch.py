@@ -150,6 +150,8 @@ def plan_jobs(sources: Sequence[str], output_dir: Path, output_kind: str) -> lis
                              "a batch; run it alone with lrnnet-infer")
         name = output_name(source, output_kind)
         if name in by_output:
+            if Path(by_output[name]).resolve() == Path(source).resolve():
+                raise InputError(f"{source} is given twice (as {by_output[name]} and {source}): list each source once")
             raise InputError(f"{by_output[name]} and {source} would both write {output_dir / name}: rename "
                              "one, or run them with different --output-dir")
         by_output[name] = source

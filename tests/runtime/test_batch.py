@@ -192,6 +192,11 @@ def test_two_sources_with_one_stem_are_refused(tmp_path):
         plan_jobs(["a/street.mp4", "b/street.mp4"], tmp_path / "out", "overlay")
 
 
+def test_a_source_given_twice_is_named_as_such(tmp_path):
+    with pytest.raises(Exception, match="street.mp4 is given twice"):
+        plan_jobs(["street.mp4", "./street.mp4"], tmp_path / "out", "overlay")
+
+
 def test_an_output_that_is_another_source_is_refused(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(Exception, match="would overwrite the source"):
