@@ -6,6 +6,7 @@ file is committed, what is left beside it, and the message text.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -753,3 +754,70 @@ def test_check_writable_on_a_read_only_disk(small_disk):
                                f"write elsewhere ({small_disk / 'out.json'})")
     with pytest.raises(InputError, match="read-only"):
         check_writable(small_disk / "new" / "out.json", make_parents=True)
+
+
+def test_a_write_that_fills_the_disk_names_the_output_not_its_temporary(small_disk):
+    target = small_disk / "big.bin"
+    with pytest.raises(OSError) as info:
+        write_bytes_atomic(target, b"x" * (1 << 20))
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert info.value.strerror
+    assert list(small_disk.iterdir()) == []
+    image = np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8)  # ~1 MiB as PNG
+    with pytest.raises(OSError) as info:
+        _io.write_image(small_disk / "big.png", image)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(small_disk / "big.png")
+
+
+def test_an_onnx_file_with_external_data_verifies_without_reading_the_data(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("float_data")
+    entry = weight.external_data.add()
+    entry.key, entry.value = "location", "weights-not-here.bin"
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [weight])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    _io.verify_onnx(path)
+    with pytest.raises(Exception):  # noqa: B017 - what verify_onnx avoids: loading the data
+        onnx.load(str(path))
+
+
+def test_video_errors_name_the_exception(tmp_path):
+    broken = tmp_path / "b.mp4"
+    broken.write_bytes(b"garbage" * 100)
+    with pytest.raises(OutputCheckFailed, match=r"^video does not reopen \(\w+: .+\)$"):
+        _io.count_video_frames(broken)
+    with pytest.raises(OutputCheckFailed, match=r"^the file is empty$"):
+        (tmp_path / "e.mp4").write_bytes(b"")
+        verify_video(tmp_path / "e.mp4", frames=0)
+
+
+def test_a_video_file_without_a_video_stream_has_no_frames(tmp_path):
+    import av
+
+    path = tmp_path / "sound.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    assert _io.count_video_frames(path) == 0
+    with pytest.raises(OutputCheckFailed, match=r"^video has no frames$"):
+        verify_video(path)
+    with pytest.raises(OutputCheckFailed, match=r"^video reopens with 0 frames, 1 were written$"):
+        verify_video(path, frames=1)
+
+
+def test_pyav_counts_every_frame_of_a_longer_video(tmp_path):
+    video = tmp_path / "v.mkv"
+    _video(video, 7)
+    assert _io.count_video_frames(video) == 7
+    verify_video(video, frames=7)
