@@ -401,3 +401,18 @@ def test_the_full_disk_of_an_earlier_output_is_named_and_a_roomy_one_is_not(caps
     assert _run(body) == 2
     (line,) = _errors(capsys)
     assert f"cannot write {out}: the disk is full" in line
+
+
+def test_help_never_shows_a_suppressed_default_and_joins_sizes_with_x(capsys):
+    parser = make_parser(PROG, "the description")
+    parser.add_argument("--size", type=_common.parse_size, default=[64, 128], help="input size")
+    parser.add_argument("--pair", default=(3, 4), help="a pair")
+    parser.add_argument("--hidden", default=argparse.SUPPRESS, help="maybe")
+    parser.add_argument("--zero", type=int, default=0, help="a count")
+    assert run_command(PROG, lambda args: 0, parser, ["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "show this help message and exit -" in text or text.count("show this help message and exit") == 1
+    assert "(default: ==SUPPRESS==)" not in text and "SUPPRESS" not in text
+    assert "input size (default: 64x128)" in text and "a pair (default: 3 4)" in text
+    assert "a count (default: 0)" in text and "maybe --zero" in text
+    assert text.startswith(f"usage: {PROG} [-h] [--no-progress] [-v]")
