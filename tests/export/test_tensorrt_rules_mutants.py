@@ -584,3 +584,130 @@ def test_declared_types_are_checked_when_shape_inference_fails():
     add = helper.make_node("Add", ["x", "z"], ["y"], name="/Add")
     model = _model([add], [_vi("x", F, [2]), _vi("z", F, [3])], [_vi("y", D, [2])])
     assert any(v.startswith("node '/Add' (Add): DOUBLE tensor 'y'") for v in _found(model))
+
+
+@pytest.mark.parametrize("z_type, z_shape", [(F, [3]), (I32, [2])], ids=["shape-error", "type-error"])
+def test_internal_types_are_still_inferred_around_a_node_inference_fails_on(z_type, z_shape):
+    # One Add that shape inference rejects (mismatched shapes, or mixed types) must not hide the rest:
+    # the internal DOUBLE tensor 'd', declared nowhere, is still found by the lenient inference.
+    nodes = [helper.make_node("Add", ["x", "z"], ["a"], name="/Add"),
+             helper.make_node("Cast", ["x"], ["d"], to=D, name="/CastD"),
+             helper.make_node("Cast", ["d"], ["y"], to=F, name="/CastF")]
+    model = _model(nodes, [_vi("x", F, [2]), _vi("z", z_type, z_shape)], [_vi("y", F, [2]), _vi("a", F, None)])
+    found = _found(model)
+    assert f"node '/CastD' (Cast): DOUBLE tensor 'd': TensorRT casts it to FLOAT, clamping {MD}; export float32" \
+        in found
+
+
+def test_constant_of_shape_output_is_not_an_initializer():
+    # ConstantOfShape has a `value` attribute too; its output is computed, so it cannot give `axes`.
+    cos = helper.make_node("ConstantOfShape", ["n"], ["axes"], value=_const("v", [0], np.int64), name="/COS")
+    unsq = helper.make_node("Unsqueeze", ["x", "axes"], ["y"], name="/Unsq")
+    model = _model([cos, unsq], [_vi("x", F, [2])], [_vi("y", F, None)], [_const("n", [1], np.int64)])
+    assert f"node '/Unsq' (Unsqueeze): input 'axes' must be an initializer {MD}" in _found(model)
+
+
+def test_a_scale_from_a_constant_node_is_a_build_time_constant():
+    nodes = [helper.make_node("Constant", [], ["s"], value=_const("sv", 0.1, np.float32), name="/S"),
+             helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="/Q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="/DQ")]
+    assert _found(_model(nodes, [_vi("x", F, [2])], [_vi("y", F, [2])], [_const("z", 0, np.int8)])) == []
+
+
+def test_dropout_training_mode_from_a_constant_node_fails():
+    nodes = [helper.make_node("Constant", [], ["t"], value=_const("tv", True), name="/T"),
+             helper.make_node("Dropout", ["x", "", "t"], ["y"], name="/Drop")]
+    assert _found(_model(nodes, [_vi("x", F, [2])], [_vi("y", F, [2])], opset=13)) == [
+        f"node '/Drop' (Dropout): training_mode must evaluate to False {MD}"]
+
+
+def test_dropout_with_a_ratio_only_passes():
+    assert _found(_dropout(["r"], [_const("r", 0.5, np.float32)])) == []
+
+
+def test_an_untyped_input_is_not_held_to_a_type():
+    # The output of a contrib op has no type that ONNX can infer: the Relu after it is not judged on one.
+    nodes = [helper.make_node("Custom", ["x"], ["c"], domain="com.example", name="/Custom"),
+             helper.make_node("Relu", ["c"], ["y"], name="/Relu")]
+    model = _model(nodes, [_vi("x", F, [2])], [_vi("y", F, [2])])
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    found = _found(model)
+    assert len(found) == 1 and found[0].startswith("node '/Custom' (Custom): domain 'com.example'"), found
+
+
+def test_a_where_missing_its_data_inputs_is_not_typed():
+    where = helper.make_node("Where", ["c"], ["y"], name="/Where")
+    model = _model([where], [_vi("c", TensorProto.BOOL, [2])], [_vi("y", F, [2])])
+    assert not any("is not a type" in v for v in _found(model))
+
+
+def test_layer_normalization_mean_output_fails():
+    node = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], name="/LN")
+    model = _model([node], [_vi("x", F, [2, 4])], [_vi("y", F, [2, 4]), _vi("mean", F, None)],
+                   [_const("s", np.ones(4), np.float32)])
+    assert _found(model) == [f"node '/LN' (LayerNormalization): only the first output Y is supported {MD}"]
+
+
+def test_two_channel_scale_on_an_activation_is_per_channel():
+    q = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1, name="/Q")
+    dq = helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1, name="/DQ")
+    model = _model([q, dq], [_vi("x", F, [1, 2])], [_vi("y", F, [1, 2])],
+                   [_const("s", [0.1, 0.1], np.float32), _const("z", [0, 0], np.int8)])
+    found = _found(model)
+    assert any(v.startswith("node '/Q' (QuantizeLinear): per-channel scale (2 values) on an activation") for v in found)
+
+
+def test_per_channel_axis_defaults_to_1():
+    # No axis attribute: ONNX's default 1, the output-channel axis of a ConvTranspose weight.
+    inits = [_const("s", np.full(4, 0.1), np.float32), _const("w_q", np.ones((3, 4, 1, 1)), np.int8)]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "s"], ["w"], name="/DQ_w"),
+             helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="/C")]
+    assert _found(_model(nodes, [_vi("x", F, [1, 3, 2, 2])], [_vi("y", F, None)], inits)) == []
+
+
+def test_per_channel_dq_of_a_computed_int8_tensor_is_an_activation():
+    inits = [_const("s", np.full(4, 0.1), np.float32), _const("w_q", np.ones((4, 3, 1, 1)), np.int8)]
+    nodes = [helper.make_node("Identity", ["w_q"], ["w_i"], name="/Id"),
+             helper.make_node("DequantizeLinear", ["w_i", "s"], ["w"], axis=0, name="/DQ_w"),
+             helper.make_node("Conv", ["x", "w"], ["y"], name="/C")]
+    found = _found(_model(nodes, [_vi("x", F, [1, 3, 2, 2])], [_vi("y", F, None)], inits))
+    assert any(v.startswith("node '/DQ_w' (DequantizeLinear): per-channel scale (4 values) on an activation")
+               for v in found), found
+
+
+def test_per_channel_dq_of_a_graph_input_is_an_activation():
+    dq = helper.make_node("DequantizeLinear", ["x", "s"], ["y"], axis=1, name="/DQ")
+    model = _model([dq], [_vi("x", I8, [1, 3])], [_vi("y", F, [1, 3])], [_const("s", np.full(3, 0.1), np.float32)])
+    assert any(v.startswith("node '/DQ' (DequantizeLinear): per-channel scale (3 values) on an activation")
+               for v in _found(model))
+
+
+def test_per_channel_weights_dq_that_is_a_graph_output_passes():
+    inits = [_const("s", np.full(4, 0.1), np.float32), _const("w_q", np.ones((4, 3)), np.int8)]
+    dq = helper.make_node("DequantizeLinear", ["w_q", "s"], ["y"], axis=0, name="/DQ_w")
+    assert _found(_model([dq], [], [_vi("y", F, [4, 3])], inits)) == []
+
+
+def test_wrong_weight_axis_is_found_on_a_conv_with_bias():
+    found = _found(_model(
+        [helper.make_node("DequantizeLinear", ["w_q", "s"], ["w"], axis=1, name="/DQ_w"),
+         helper.make_node("Conv", ["x", "w", "b"], ["y"], name="/C")],
+        [_vi("x", F, [1, 3, 2, 2])], [_vi("y", F, None)],
+        [_const("s", np.full(3, 0.1), np.float32), _const("w_q", np.ones((4, 3, 1, 1)), np.int8),
+         _const("b", np.zeros(4), np.float32)]))
+    assert any(v.startswith("node '/DQ_w' (DequantizeLinear): per-channel weights of Conv '/C' on axis 1;")
+               for v in found), found
+
+
+def test_an_unused_uint8_input_passes():
+    relu = helper.make_node("Relu", ["x"], ["y"], name="/Relu")
+    model = _model([relu], [_vi("x", F, [2]), _vi("u", U8, [2])], [_vi("y", F, [2])])
+    assert _found(model) == []
+
+
+def test_an_int8_constant_node_is_reported_once_by_the_constant_rule():
+    const = helper.make_node("Constant", [], ["w_q"], value=_const("v", [1, 2], np.int8), name="/W")
+    dq = helper.make_node("DequantizeLinear", ["w_q", "s", "z"], ["y"], name="/DQ")
+    model = _model([const, dq], [], [_vi("y", F, [2])], [_const("s", 0.1, np.float32), _const("z", 0, np.int8)])
+    assert _found(model) == [(f"node '/W' (Constant): INT8 output 'w_q' is not a type TensorRT's Constant takes "
+                             f"(FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; {OPERATORS_MD})")]
