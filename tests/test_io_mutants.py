@@ -821,3 +821,87 @@ def test_pyav_counts_every_frame_of_a_longer_video(tmp_path):
     _video(video, 7)
     assert _io.count_video_frames(video) == 7
     verify_video(video, frames=7)
+
+
+def test_a_stale_temp_of_a_target_whose_suffix_has_a_dash(tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f".a.my-ext.lrnnet-tmp-{dead}-0000abcd.my-ext"
+    stale.write_text("x")
+    assert clean_stale_temps(tmp_path / "a.my-ext") == [stale]
+
+
+def test_free_bytes_of_a_mount_point_is_its_own_disk(small_disk):
+    free = _io.free_bytes(small_disk)
+    assert free is not None and 0 < free <= 512 * 1024
+
+
+def test_the_full_disk_message_gives_the_free_kib_seen_at_the_check(small_disk):
+    seen = {}
+
+    def verify(tmp):
+        seen["free"] = _io.free_bytes(tmp)
+        raise OutputCheckFailed("truncated")
+
+    with pytest.raises(InputError) as info, atomic_output(small_disk / "x.bin", verify=verify) as tmp:
+        tmp.write_bytes(b"x" * 5000)
+    assert f"the disk is full ({seen['free'] // 1024} KiB free)" in str(info.value)
+
+
+def test_a_folder_output_is_checked_file_by_file_before_it_commits(tmp_path):
+    target = tmp_path / "labels"
+    with pytest.raises(OutputCheckFailed, match="JSON does not parse back"), \
+            atomic_output(target, directory=True) as tmp:
+        (tmp / "good.json").write_text("{}")
+        (tmp / "bad.json").write_text("{")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rollback_never_removes_a_folder_that_was_there(tmp_path):
+    base = tmp_path / "empty-before"
+    base.mkdir()
+    with pytest.raises(RuntimeError), command_outputs():
+        write_json_atomic(base / "new" / "deeper" / "r.json", {})
+        raise RuntimeError
+    assert base.is_dir() and list(base.iterdir()) == []
+
+
+def test_target_of_a_name_holding_the_mark_twice():
+    assert target_of("/r/.a.lrnnet-tmp-1-aa.lrnnet-tmp-2-bb") == _io.Path("/r/a")
+
+
+def test_pyav_counts_only_the_video_stream_of_a_file_with_sound(tmp_path):
+    import av
+
+    path = tmp_path / "both.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mjpeg", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuvj420p"
+        audio = container.add_stream("pcm_s16le", rate=8000)
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), i * 40, np.uint8), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 400), np.int16), format="s16", layout="mono")
+            sound.sample_rate = 8000
+            for packet in audio.encode(sound):
+                container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode(None):
+                container.mux(packet)
+    assert _io.count_video_frames(path) == 4
+    verify_video(path, frames=4)
+
+
+def test_parse_failures_name_the_library_exception(tmp_path):
+    broken = tmp_path / "b.mp4"
+    broken.write_bytes(b"garbage" * 100)
+    with pytest.raises(OutputCheckFailed) as info:
+        _io.count_video_frames(broken)
+    assert f"({type(info.value.__cause__).__name__}: " in str(info.value)
+    assert "NoneType" not in str(info.value)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"\x0a\xff\xff\xff")
+    with pytest.raises(OutputCheckFailed) as info:
+        _io.verify_onnx(model)
+    assert str(info.value) == f"ONNX does not parse back ({type(info.value.__cause__).__name__})"
+    assert "NoneType" not in str(info.value)
