@@ -88,7 +88,7 @@ def test_the_invalid_onnx_message_is_one_line():
         check_onnx_valid(bad)
     message = str(caught.value)
     assert message.startswith("the exported graph is not valid ONNX: ") and "\n" not in message
-    assert len(message) > len("the exported graph is not valid ONNX: ") + 10
+    assert "'missing'" in message  # what is wrong, not only the exception's type
 
 
 def test_the_returned_shapes_are_computed_not_declared():
