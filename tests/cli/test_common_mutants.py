@@ -416,3 +416,44 @@ def test_help_never_shows_a_suppressed_default_and_joins_sizes_with_x(capsys):
     assert "input size (default: 64x128)" in text and "a pair (default: 3 4)" in text
     assert "a count (default: 0)" in text and "maybe --zero" in text
     assert text.startswith(f"usage: {PROG} [-h] [--no-progress] [-v]")
+
+
+def _tmpfs(path, size):
+    path.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount refused'}); needs root")
+
+
+@pytest.mark.parametrize("size", ["1m", "1536k"])
+def test_one_mebibyte_free_or_more_is_not_a_full_disk(capsys, tmp_path, size):
+    from lrnnet._io import check_writable, free_bytes
+
+    disk = tmp_path / "disk"
+    _tmpfs(disk, size)
+    try:
+        assert free_bytes(disk) >= 1 << 20
+
+        def body(args):
+            check_writable(disk / "model.onnx")
+            raise RuntimeError("INVALID_PROTOBUF")
+
+        assert _run(body) == 1
+        assert _errors(capsys) == [f"{PROG}: error: internal error: RuntimeError: INVALID_PROTOBUF {HINT}"]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_the_full_disk_message_says_the_free_kib(capsys, full_disk):
+    from lrnnet._io import check_writable, free_bytes
+
+    out = full_disk / "model.onnx"
+
+    def body(args):
+        check_writable(out)
+        raise RuntimeError("INVALID_PROTOBUF")
+
+    assert _run(body) == 2
+    expected = f"{PROG}: error: cannot write {out}: the disk is full ({free_bytes(out) // 1024} KiB free); {FULL}"
+    assert _errors(capsys) == [expected]
