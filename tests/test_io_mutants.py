@@ -905,3 +905,25 @@ def test_parse_failures_name_the_library_exception(tmp_path):
         _io.verify_onnx(model)
     assert str(info.value) == f"ONNX does not parse back ({type(info.value.__cause__).__name__})"
     assert "NoneType" not in str(info.value)
+
+
+def test_exactly_one_mebibyte_free_is_not_a_full_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1028k", "tmpfs", str(disk)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount refused'}); needs root")
+    try:
+        seen = {}
+
+        def verify(tmp):
+            seen["free"] = _io.free_bytes(tmp)
+            raise OutputCheckFailed("truncated")
+
+        with pytest.raises(OutputCheckFailed) as info, atomic_output(disk / "x.bin", verify=verify) as tmp:
+            tmp.write_bytes(b"x")  # one 4 KiB page of the 1028 KiB
+        assert seen["free"] == 1 << 20
+        assert str(info.value) == f"{disk / 'x.bin'} was written but reads back wrong: truncated"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
