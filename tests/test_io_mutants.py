@@ -18,6 +18,7 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
+from disk_helpers import tmpfs
 
 from lrnnet import _io
 from lrnnet._io import (
@@ -714,16 +715,8 @@ def test_write_image_encodes_png_by_default_and_the_suffix(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount refused'}); needs root")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with tmpfs(tmp_path / "disk", "512k") as disk:
+        yield disk
 
 
 def test_a_check_failure_on_a_full_disk_is_input_error_naming_the_target(small_disk):
@@ -908,13 +901,7 @@ def test_parse_failures_name_the_library_exception(tmp_path):
 
 
 def test_exactly_one_mebibyte_free_is_not_a_full_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1028k", "tmpfs", str(disk)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount refused'}); needs root")
-    try:
+    with tmpfs(tmp_path / "disk", "1028k") as disk:
         seen = {}
 
         def verify(tmp):
@@ -925,5 +912,3 @@ def test_exactly_one_mebibyte_free_is_not_a_full_disk(tmp_path):
             tmp.write_bytes(b"x")  # one 4 KiB page of the 1028 KiB
         assert seen["free"] == 1 << 20
         assert str(info.value) == f"{disk / 'x.bin'} was written but reads back wrong: truncated"
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from disk_helpers import tmpfs
 
 from lrnnet._io import TEMP_MARK
 
@@ -118,16 +119,8 @@ def test_an_unwritable_output_is_refused_before_any_work(case, tiny_onnx, tiny_c
 @pytest.fixture
 def small_disk(tmp_path):
     """A 5 MiB tmpfs (CI runs as root); skipped with the reason where mount is refused."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount refused'}); needs root")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with tmpfs(tmp_path / "disk", "5m") as disk:
+        yield disk
 
 
 def fill(disk: Path, leave_bytes: int) -> None:

@@ -10,10 +10,10 @@ import argparse
 import errno
 import os
 import signal
-import subprocess
 import threading
 
 import pytest
+from disk_helpers import tmpfs
 
 from lrnnet.cli import _common
 from lrnnet.cli._common import Parser, make_parser, run_command
@@ -41,16 +41,8 @@ def _errors(capsys) -> list[str]:
 @pytest.fixture
 def full_disk(tmp_path):
     """A real 512 KiB tmpfs: less than 1 MiB free, which lrnnet reads as a full disk."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount refused'}); needs root")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with tmpfs(tmp_path / "disk", "512k") as disk:
+        yield disk
 
 
 # -- parsers ---------------------------------------------------------------------------------------------
@@ -418,21 +410,11 @@ def test_help_never_shows_a_suppressed_default_and_joins_sizes_with_x(capsys):
     assert text.startswith(f"usage: {PROG} [-h] [--no-progress] [-v]")
 
 
-def _tmpfs(path, size):
-    path.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount refused'}); needs root")
-
-
 @pytest.mark.parametrize("size", ["1m", "1536k"])
 def test_one_mebibyte_free_or_more_is_not_a_full_disk(capsys, tmp_path, size):
     from lrnnet._io import check_writable, free_bytes
 
-    disk = tmp_path / "disk"
-    _tmpfs(disk, size)
-    try:
+    with tmpfs(tmp_path / "disk", size) as disk:
         assert free_bytes(disk) >= 1 << 20
 
         def body(args):
@@ -441,8 +423,6 @@ def test_one_mebibyte_free_or_more_is_not_a_full_disk(capsys, tmp_path, size):
 
         assert _run(body) == 1
         assert _errors(capsys) == [f"{PROG}: error: internal error: RuntimeError: INVALID_PROTOBUF {HINT}"]
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_the_full_disk_message_says_the_free_kib(capsys, full_disk):
