@@ -570,6 +570,8 @@ def _rename_into_place(tmp: Path, target: Path, directory: bool) -> _Committed:
     except BaseException:
         if backup is not None and not target.exists():
             os.replace(backup, target)
+        elif backup is not None:
+            _remove(backup)  # a link to (or copy of) the target, which was never replaced
         raise
     _fsync_dir(target.parent)
     item = _Committed(target, backup)
@@ -632,6 +634,8 @@ class OutputSet:
         target = Path(target)
         if target.is_dir() and not directory:
             raise InputError(f"output {target} is a directory; give a file name")
+        if directory and target.exists() and not target.is_dir():
+            raise InputError(f"output {target} exists and is not a folder")
         _make_parents(target)
         clean_stale_temps(target)
         tmp = temp_path_for(target)

@@ -6,6 +6,7 @@ file is committed, what is left beside it, and the message text.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -912,3 +913,97 @@ def test_exactly_one_mebibyte_free_is_not_a_full_disk(tmp_path):
             tmp.write_bytes(b"x")  # one 4 KiB page of the 1028 KiB
         assert seen["free"] == 1 << 20
         assert str(info.value) == f"{disk / 'x.bin'} was written but reads back wrong: truncated"
+
+
+# -- a rename or a rollback step that really fails: a mount point cannot be renamed (EBUSY) -------------
+
+
+@contextlib.contextmanager
+def _mounted_over(path, source=None):
+    """Mount a tmpfs over the folder `path`, or bind the file `source` over the file `path`; skip where refused."""
+    command = ["mount", "--bind", str(source), str(path)] if source else \
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount here ({result.stderr.strip() or 'mount refused'}); needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.parametrize("in_scope", [True, False])
+def test_a_folder_whose_final_rename_fails_is_restored_from_its_backup(tmp_path, in_scope):
+    target = tmp_path / "pred"
+    target.mkdir()
+    (target / "old.json").write_text("{}")
+    mounted = []
+    with pytest.raises(OSError) as info, command_outputs() if in_scope else contextlib.nullcontext(), \
+            contextlib.ExitStack() as mounts, atomic_output(target, directory=True) as tmp:
+        mounted.append(mounts.enter_context(_mounted_over(tmp)))
+        (tmp / "new.json").write_text("{}")
+    assert info.value.errno == errno.EBUSY  # the rename of the temporary (a mount point) onto the target
+    assert sorted(p.name for p in target.iterdir()) == ["old.json"]
+    mounted[0].rmdir()  # the temporary could not be removed while mounted; nothing else is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
+
+
+def test_a_file_whose_final_rename_fails_keeps_its_content_and_leaves_no_backup(tmp_path):
+    target, source = tmp_path / "a.json", tmp_path / "source.json"
+    target.write_text('{"a": 0}')
+    source.write_text('{"a": 1}')
+    mounted = []
+    with pytest.raises(OSError) as info, command_outputs(), contextlib.ExitStack() as mounts, \
+            atomic_output(target) as tmp:
+        tmp.write_text('{"a": 1}')
+        mounted.append(mounts.enter_context(_mounted_over(tmp, source)))
+    assert info.value.errno == errno.EBUSY
+    assert json.loads(target.read_text()) == {"a": 0} and target.stat().st_nlink == 1  # the backup link is gone
+    mounted[0].unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "source.json"]
+
+
+def test_a_failing_rollback_step_neither_stops_the_others_nor_hides_the_error(tmp_path):
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text('{"v": 0}')
+    second.write_text('{"v": 0}')
+    with pytest.raises(RuntimeError, match="^the command failed$"), command_outputs():
+        write_json_atomic(first, {"v": 1})
+        write_json_atomic(second, {"v": 1})
+        (backup,) = [p for p in tmp_path.iterdir() if p.name.startswith(".second.json")]
+        backup.unlink()  # restoring `second` (rolled back first) fails: FileNotFoundError
+        raise RuntimeError("the command failed")
+    assert json.loads(first.read_text()) == {"v": 0}  # still rolled back after the failed step
+    assert not second.exists() and _leftovers(tmp_path) == []
+
+
+def test_output_set_refuses_a_folder_output_over_a_file_like_atomic_output(tmp_path):
+    target = tmp_path / "pred"
+    target.write_text("a file")
+    with pytest.raises(InputError) as info:
+        OutputSet().add(target, directory=True)
+    assert str(info.value) == f"output {target} exists and is not a folder"
+    assert target.read_text() == "a file" and _leftovers(tmp_path) == []
+
+
+def test_without_pyav_a_video_without_a_frame_count_is_counted_frame_by_frame(tmp_path, monkeypatch):
+    import av
+
+    path = tmp_path / "raw.h264"  # a raw H.264 stream: no container, so no frame count in a header
+    with av.open(str(path), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        for i in range(7):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 64, 3), i * 30, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened() and capture.get(cv2.CAP_PROP_FRAME_COUNT) <= 0  # what the fallback is for
+    capture.release()
+    monkeypatch.setitem(sys.modules, "av", None)  # a machine without PyAV: `import av` raises ImportError
+    assert _io.count_video_frames(path) == 7
+    verify_video(path, frames=7)
+    with pytest.raises(OutputCheckFailed, match=r"^video reopens with 7 frames, 8 were written$"):
+        verify_video(path, frames=8)
