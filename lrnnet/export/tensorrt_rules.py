@@ -342,7 +342,10 @@ def _io_violations(graph: _TypedGraph) -> Iterator[Violation]:
                 yield Violation(where, op, f"{dtype} network {'input' if tensor in graph.inputs else 'output'} "
                                            f"'{tensor}': quantized types exist only between Q and DQ "
                                            f"({OPERATORS_MD})")
-            if node is not None and node.op_type not in ("QuantizeLinear", "Constant"):
+            # An INT8 Constant is refused too (operators.md's Constant row has no quantized type; quantized
+            # weights are initializers, which DequantizeLinear takes), but by the op-type rule, which holds the
+            # output of Constant, ConstantOfShape and Range against its row: said once, there.
+            if node is not None and node.op_type != "QuantizeLinear" and node.op_type not in _TYPE_FROM_OUTPUT:
                 yield Violation(where, op, f"produces {dtype} tensor '{tensor}'; quantized types come only from "
                                            f"QuantizeLinear ({OPERATORS_MD})")
             for consumer in graph.consumers.get(tensor, []):

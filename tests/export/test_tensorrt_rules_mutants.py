@@ -711,3 +711,28 @@ def test_an_int8_constant_node_is_reported_once_by_the_constant_rule():
     model = _model([const, dq], [], [_vi("y", F, [2])], [_const("s", 0.1, np.float32), _const("z", 0, np.int8)])
     assert _found(model) == [(f"node '/W' (Constant): INT8 output 'w_q' is not a type TensorRT's Constant takes "
                              f"(FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; {OPERATORS_MD})")]
+
+
+@pytest.mark.parametrize("form", ["initializer", "Constant", "ConstantOfShape"])
+def test_int8_weights_parse_as_an_initializer_and_are_refused_once_as_a_node(form):
+    # operators.md (TensorRT 10.1): Constant and ConstantOfShape list no quantized type; DequantizeLinear takes INT8.
+    dq = helper.make_node("DequantizeLinear", ["w_q", "s", "z"], ["y"], name="/DQ")
+    scales = [_const("s", 0.1, np.float32), _const("z", 0, np.int8)]
+    if form == "initializer":
+        model = _model([dq], [], [_vi("y", F, [2])], [*scales, _const("w_q", [1, 2], np.int8)])
+        assert _found(model) == []
+        check_tensorrt_parser_rules(model)
+        return
+    if form == "Constant":
+        node = helper.make_node("Constant", [], ["w_q"], value=_const("v", [1, 2], np.int8), name="/W")
+        inits = scales
+    else:
+        node = helper.make_node("ConstantOfShape", ["n"], ["w_q"], value=_const("v", [1], np.int8), name="/W")
+        inits = [*scales, _const("n", [2], np.int64)]
+    model = _model([node, dq], [], [_vi("y", F, [2])], inits)
+    rule = (f"node '/W' ({form}): INT8 output 'w_q' is not a type TensorRT's {form} takes "
+            f"(FLOAT, FLOAT16, BFLOAT16, INT32, INT64, BOOL; {OPERATORS_MD})")
+    assert _found(model) == [rule]
+    with pytest.raises(InputError) as caught:
+        check_tensorrt_parser_rules(model)
+    assert str(caught.value) == f"the graph breaks a TensorRT ONNX parser rule: {rule}"  # no "(and 1 more)"
