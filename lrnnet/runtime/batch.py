@@ -18,6 +18,13 @@ without touching them, and redoes one whose source, model or settings changed (a
 another model is replaced, not kept) or whose output was removed or altered. A run killed between
 the output's rename and the marker leaves an output without a marker: redone on the next run.
 
+Cores: each actor asks Ray for `threads` CPUs (`num_cpus`) and runs its runner on that many threads, so
+that actors x threads fit the cores; and it pins itself (`claim_cpus`, Linux) to that many CPUs no other
+worker on its node holds. Ray's `num_cpus` is only a number to schedule by: unpinned, one "1-CPU" actor's
+decode, infer and encode threads (and FFmpeg's) spread over every core and take much of two, so a second
+actor finds them busy. Each source's entry in the report says the CPUs its actor was pinned to (`cpus`)
+and the CPU time it used (`cpu_s`, every thread of the actor).
+
 Failures are isolated: a source that fails (InputError: unreadable, zero frames, corrupt; or any
 other exception) comes back as a failed row with its one-line reason; an actor that dies (a segfault,
 the OOM killer) loses only the row it held (Ray Data's `max_errored_blocks`), reported as such, and
@@ -275,6 +282,53 @@ class _FrameCounter:
         return self.frames
 
 
+def claim_cpus(count: int) -> tuple[list[int] | None, list[socket.socket]]:
+    """Claim `count` CPUs of this process's affinity that no other lrnnet worker on this machine holds, and
+    pin every thread of this process to them: (the CPUs, the locks to keep), or (None, []) left unpinned.
+
+    Ray schedules an actor's `num_cpus` as a number, not as cores: unpinned, a "1 CPU" worker's threads
+    (decode, infer, encode, FFmpeg's and ONNX Runtime's) spread over every core of the node, so one worker
+    takes much of two cores and a second one finds them busy. A CPU is claimed by binding an abstract Unix
+    socket named after it; the kernel frees the name when the process ends however it ends, so a restarted
+    actor finds its predecessor's CPUs free. Unpinned where this is not Linux, where the worker may use only
+    `count` CPUs anyway, or where fewer than `count` are free (another job holds them, or Ray was told of
+    more CPUs than the node has): such a worker shares the node's CPUs as before.
+    """
+    if not hasattr(os, "sched_setaffinity") or not hasattr(socket, "AF_UNIX"):
+        return None, []
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) <= count:
+        return None, []
+    held: list[tuple[int, socket.socket]] = []
+    for cpu in allowed:
+        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            lock.bind(f"\0lrnnet-cpu-{cpu}")
+        except OSError:  # held by a live worker (of this job or another)
+            lock.close()
+            continue
+        held.append((cpu, lock))
+        if len(held) == count:
+            break
+    if len(held) < count:
+        for _, lock in held:
+            lock.close()
+        return None, []
+    cpus = [cpu for cpu, _ in held]
+    _pin_threads(cpus)
+    return cpus, [lock for _, lock in held]
+
+
+def _pin_threads(cpus: list[int]) -> None:
+    """Every thread of this process on `cpus` (sched_setaffinity(0) alone pins only the calling thread, and
+    Ray may run a call on another thread than the constructor's); threads started later inherit it."""
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except (OSError, ValueError):  # a thread that just ended
+            continue
+
+
 class _SegmentWorker:
     """One runner, loaded once; each call segments the source rows of one batch (of one row)."""
 
@@ -285,6 +339,8 @@ class _SegmentWorker:
         from lrnnet.runtime import open_runner
         from lrnnet.runtime.sources import quiet_video_logs
 
+        # Before any compute thread exists: FFmpeg's decoder threads and the thread plan follow the affinity.
+        self._cpus, self._cpu_locks = claim_cpus(threads)
         quiet_video_logs()
         cv2.setNumThreads(threads)  # OpenCV's resizes and colour conversions stay within this actor's share
         self._model_sha256, self._pipeline, self._counter = model_sha256, pipeline, counter
@@ -317,6 +373,10 @@ class _SegmentWorker:
         counter = _Reporter(self._counter, index)
         opened = None
         result["started_at"] = time.time()  # wall clock: spans of sources on different machines are compared
+        if self._cpus is not None:
+            _pin_threads(self._cpus)  # threads Ray started since the constructor
+        result["cpus"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cpu_start = time.process_time()  # every thread of this actor: decode, infer, encode, codec and ORT threads
         try:
             stamp = _source_stamp(path) if Path(path).exists() else None
             opened = open_source(path)
@@ -326,7 +386,8 @@ class _SegmentWorker:
                 "schema": MARKER_SCHEMA, "lrnnet_version": lrnnet.__version__, "source": stamp,
                 "model_sha256": self._model_sha256, "settings": self._settings, "output": _output_stamp(output),
                 **summary, "report": report})
-            return {**result, "status": "done", "error": None, **summary, "finished_at": time.time()}
+            return {**result, "status": "done", "error": None, **summary, "finished_at": time.time(),
+                    "cpu_s": time.process_time() - cpu_start}
         except Exception as exc:  # noqa: BLE001 - a failed source is a result, not the end of the job
             return {**result, "status": "failed", "error": _one_line(exc, source), "finished_at": time.time()}
         finally:

@@ -132,6 +132,77 @@ def test_four_outputs_complete_and_in_order_and_the_bad_one_reported(first_run, 
     assert all(e["worker"] for e in report["sources"])
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning needs Linux and at least 2 CPUs to share")
+def test_each_worker_runs_on_its_own_cpus(first_run):
+    """2 workers x 1 thread on 2 CPUs: each actor pinned to 1 CPU, the two disjoint, and no actor used more
+    CPU time than its CPUs give (decode, infer, encode and FFmpeg's threads included)."""
+    _, _, _, _, report = first_run
+    assert report["threads_per_worker"] == 1
+    done = [e for e in report["sources"] if e["status"] == "done"]
+    by_worker: dict[str, set[int]] = {}
+    for entry in done:
+        assert len(entry["cpus"]) == 1, entry  # read in the actor, by the thread that segments the source
+        assert set(by_worker.setdefault(entry["worker"], set(entry["cpus"]))) == set(entry["cpus"])
+        assert 0 < entry["cpu_s"] <= (entry["finished_at"] - entry["started_at"]) + 0.05, entry
+    cpu_sets = list(by_worker.values())
+    assert all(a.isdisjoint(b) for i, a in enumerate(cpu_sets) for b in cpu_sets[i + 1:]), by_worker
+
+
+_CLAIM = """
+import json, os, sys
+from lrnnet.runtime.batch import claim_cpus
+cpus, locks = claim_cpus(int(sys.argv[1]))
+print(json.dumps({"cpus": cpus, "affinity": sorted(os.sched_getaffinity(0))}), flush=True)
+sys.stdin.read()  # hold the claim until the test closes stdin
+"""
+
+
+def _claimant(count: int) -> tuple[subprocess.Popen, list[int] | None, list[int]]:
+    """A process that claims `count` CPUs and holds them: (it, the CPUs it got or None, its affinity)."""
+    process = subprocess.Popen([sys.executable, "-c", _CLAIM, str(count)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    answer = json.loads(process.stdout.readline())
+    return process, answer["cpus"], answer["affinity"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning needs Linux and at least 2 CPUs to share")
+def test_cpu_claims_are_exclusive_and_freed_when_the_holder_dies():
+    """Real processes: a second worker gets other CPUs than the first, none when too few are free (it then
+    keeps the whole affinity), and a SIGKILLed holder's CPUs are free for the next (a restarted actor)."""
+    import signal
+    import socket
+
+    allowed = sorted(os.sched_getaffinity(0))
+    for cpu in allowed:  # another lrnnet batch running on this machine holds some: the test cannot own them
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.bind(f"\0lrnnet-cpu-{cpu}")
+        except OSError:
+            pytest.skip(f"CPU {cpu} is held by an lrnnet worker running on this machine")
+        finally:
+            probe.close()
+    first, first_cpus, first_affinity = _claimant(len(allowed) - 1)
+    try:
+        assert first_cpus is not None and len(first_cpus) == len(allowed) - 1 and first_affinity == first_cpus
+        crowded, none, crowded_affinity = _claimant(2)  # only one CPU is free
+        crowded.communicate("")
+        assert none is None and crowded_affinity == allowed
+        second, second_cpus, second_affinity = _claimant(1)
+        second.communicate("")
+        assert second_cpus == second_affinity and len(second_cpus) == 1 and not set(second_cpus) & set(first_cpus)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        after, after_cpus, _ = _claimant(len(allowed) - 1)
+        after.communicate("")
+        assert after_cpus == first_cpus
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
 def test_rerun_skips_the_four_complete_outputs_without_rewriting_them(first_run, sources, tiny_onnx, capsys,
                                                                       caplog):
     _, _, _, out, _ = first_run
@@ -322,6 +393,8 @@ def test_a_killed_actor_fails_only_its_source(local_ray, sources, tiny_onnx, tmp
     for name in {"long_0", "long_1", "north", "south"} - busy:
         assert by_name[name]["status"] == "done"
         assert len(read_video(out / f"{name}_seg.mp4")) == by_name[name]["frames"]
+        if len(os.sched_getaffinity(0)) >= 2:  # the killed actors' CPU claims died with them: pinned again
+            assert len(by_name[name]["cpus"]) == 1, by_name[name]
 
 
 def _free_port() -> int:
