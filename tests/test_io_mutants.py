@@ -1007,3 +1007,15 @@ def test_without_pyav_a_video_without_a_frame_count_is_counted_frame_by_frame(tm
     verify_video(path, frames=7)
     with pytest.raises(OutputCheckFailed, match=r"^video reopens with 7 frames, 8 were written$"):
         verify_video(path, frames=8)
+
+
+def test_a_folder_output_over_a_dangling_symlink_replaces_it_and_a_rollback_restores_it(tmp_path):
+    target = tmp_path / "pred"
+    target.symlink_to(tmp_path / "gone")
+    with pytest.raises(RuntimeError), command_outputs():
+        with atomic_output(target, directory=True) as tmp:
+            (tmp / "a.json").write_text("{}")
+        assert target.is_dir() and not target.is_symlink() and (target / "a.json").exists()
+        raise RuntimeError
+    assert target.is_symlink() and os.readlink(target) == str(tmp_path / "gone")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]

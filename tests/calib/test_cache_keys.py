@@ -324,3 +324,49 @@ def test_a_mismatch_names_every_difference_and_what_happens(tmp_path, lrnnet_log
     assert read_cache(path, CalibrationKey(**{**KEY.__dict__, "images": 5}), digest="99" * 32) is None
     (line,) = [r.getMessage() for r in lrnnet_log.records]
     assert "other calibration images" not in line and "4 images (now 5)" in line
+
+
+def test_a_range_end_that_is_missing_reads_as_zero_like_an_empty_array():
+    # CalibrationCache.amax on a cache made in memory (read_cache refuses such a file): what a missing end means.
+    ranges = {"data": {"no_lowest": {"highest": 0.5}, "no_highest": {"lowest": -0.25},
+                       "no_data": {"lowest": {"CLS": "numpy.array", "dtype": "float32"}, "highest": 0.125}}}
+    cache = CalibrationCache(key=KEY, digest="d", images_used=1, root="", ort_tensors_data=ranges)
+    assert cache.amax() == {"no_lowest": 0.5, "no_highest": 0.25, "no_data": 0.125}
+
+
+def test_a_range_end_in_a_one_element_array_is_that_value(tmp_path):
+    assert _broken(tmp_path / "calib.json", _set(*_DATA, "relu_out", {"lowest": [3.0], "highest": [[1.0]]})) == \
+        "tensor 'relu_out' has lowest 3 above highest 1"
+    assert _broken(tmp_path / "calib.json", _set(*_DATA, "relu_out", {"lowest": 0.0, "highest": [[70000.0]]})) == \
+        "tensor 'relu_out' has range [0, 70000], beyond any activation (|x| > 65504, FP16's largest)"
+
+
+def test_a_cache_of_another_graph_is_refused_in_full():
+    from onnx import TensorProto
+
+    from lrnnet.calib.cache import check_cache_against_graph
+
+    with pytest.raises(InputError) as caught:
+        check_cache_against_graph(_cache_of(["x", "a"]), _graph(TensorProto.FLOAT), "c.json")
+    assert str(caught.value) == ("c.json is not an lrnnet calibration cache for this graph (it has ranges for 1 tensors "
+                                 "the graph does not have, e.g. 'a'); delete it or pass another --calib-cache")
+    with pytest.raises(InputError) as caught:
+        check_cache_against_graph(_cache_of(["x"]), _graph(TensorProto.FLOAT), "c.json")
+    assert str(caught.value) == ("c.json is not an lrnnet calibration cache for this graph (no range for the graph "
+                                 "input 'input'); delete it or pass another --calib-cache")
+
+
+def test_writing_a_cache_says_where_with_its_table(tmp_path, lrnnet_log):
+    path = tmp_path / "calib.json"
+    lrnnet_log.clear()
+    write_cache(path, _cache())
+    assert [r.getMessage() for r in lrnnet_log.records] == [
+        f"calibration cache written: {path} (+ calib.trt-calib.txt)"]
+
+
+def test_a_range_below_one_gets_its_own_scale_not_the_floor():
+    cache = _cache_of(["small", "one"])
+    cache.ort_tensors_data["data"]["small"] = {"lowest": -0.5, "highest": 0.25}
+    entries = dict(line.split(": ") for line in trt_calibration_table(cache).splitlines()[1:])
+    assert _scale(entries["small"]) == pytest.approx(0.5 / 127, rel=1e-6)
+    assert _scale(entries["one"]) == pytest.approx(1 / 127, rel=1e-6)

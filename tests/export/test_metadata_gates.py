@@ -271,3 +271,39 @@ def test_read_model_info_leaves_external_data_alone_and_names_the_file(tmp_path)
         read_model_info(tmp_path / "bad.onnx")
     assert str(caught.value) == (f"{tmp_path / 'bad.onnx'} is corrupt: its weights do not match the SHA-256 recorded "
                                  "when it was written (damaged on disk or in transfer); use another copy or re-export it")
+
+
+def test_a_graph_without_a_digest_is_accepted_with_a_note_naming_it(tmp_path, caplog):
+    import logging
+
+    import lrnnet.log
+
+    logger = logging.getLogger("lrnnet")
+    caplog.set_level(logging.INFO, logger="lrnnet")
+    attach = not logger.propagate
+    if attach:
+        logger.addHandler(caplog.handler)
+    try:
+        with lrnnet.log.deferred_notes():
+            check_weights_digest(_graph(), "plain.onnx")
+    finally:
+        if attach:
+            logger.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records] == [
+        "note: plain.onnx carries no weights digest (not written by this lrnnet): its integrity is not checked"]
+
+
+def test_two_unnamed_constants_have_a_digest_in_graph_order():
+    # Their digest names are the same ("/value"): the tensors themselves are never compared to sort them.
+    def model(first, second):
+        consts = [helper.make_node("Constant", [], [out], value=numpy_helper.from_array(np.full(2, v, np.float32)))
+                  for out, v in (("a", first), ("b", second))]
+        add = helper.make_node("Add", ["a", "b"], ["y"])
+        graph = helper.make_graph([*consts, add], "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        return helper.make_model(graph)
+
+    digest = weights_digest(model(1.0, 2.0))
+    assert digest is not None and digest == weights_digest(model(1.0, 2.0)) != weights_digest(model(2.0, 1.0))
+    stamped = model(1.0, 2.0)
+    _info().write_to(stamped)
+    check_weights_digest(stamped, "m.onnx")

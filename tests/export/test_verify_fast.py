@@ -218,3 +218,20 @@ def test_verification_frame_patterns():
     assert large[0, 7].tolist() == dark and large[0, 8].tolist() == bright
     odd = verification_frames((100, 160), scenes=0)[1]  # cells of 100 // 16 = 6 (an integer)
     assert odd[0, 5].tolist() == dark and odd[0, 6].tolist() == bright
+
+
+def test_the_nan_message_in_full(graphs):
+    with pytest.raises(InputError) as caught:
+        _verify(graphs["logits"], _Broken(float("nan")))
+    assert str(caught.value) == ("the model outputs NaN/Inf on the verification images: the checkpoint's weights are "
+                                 "broken (a diverged training run?); export a healthy checkpoint")
+
+
+def test_an_all_zero_reference_measures_against_float32s_tiny(graphs):
+    # max |torch| is 0: the difference is divided by float32's smallest normal, so any difference fails.
+    with pytest.raises(VerificationError) as caught:
+        _verify(graphs["logits"], Conv(scale=0.0), tolerance=Tolerance(max_rel=1e30, min_argmax_agreement=0.0))
+    message = str(caught.value)
+    max_abs = float(message.split("max abs diff ", 1)[1].split(",", 1)[0])
+    max_rel = float(message.split("max rel diff ", 1)[1].split(";", 1)[0])
+    assert max_abs > 0 and max_rel == pytest.approx(max_abs / np.finfo(np.float32).tiny, rel=1e-2)
