@@ -81,6 +81,8 @@ def build_parser() -> Parser:
     batch.add_argument("--ray-address", default=None,
                        help="run on this Ray cluster (HOST:PORT of `ray start --head`, ray://HOST:PORT or "
                             "auto); default: a local Ray started for this run")
+    batch.add_argument("--pin-cpus", action="store_true",
+                       help="pin each Ray actor to its own CPUs (Linux; unpinned when too few are free)")
     return parser
 
 
@@ -193,7 +195,8 @@ def _batch_body(args: argparse.Namespace) -> int:
     pipeline = PipelineOptions(output_kind=args.output, alpha=args.alpha, max_frames=args.max_frames,
                                warmup=args.warmup, fps=args.fps, target_fps=args.target_fps)
     options = BatchOptions(workers=args.workers or 2, ray_address=args.ray_address, backend=args.backend,
-                           device=args.device, runner_options=runner_options, pipeline=pipeline)
+                           device=args.device, runner_options=runner_options, pipeline=pipeline,
+                           pin_cpus=args.pin_cpus)
     report = run_batch(args.sources, model, args.output_dir, options)
     print(format_batch_summary(report))
     if args.report is not None:

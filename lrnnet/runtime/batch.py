@@ -18,12 +18,12 @@ without touching them, and redoes one whose source, model or settings changed (a
 another model is replaced, not kept) or whose output was removed or altered. A run killed between
 the output's rename and the marker leaves an output without a marker: redone on the next run.
 
-Cores: each actor asks Ray for `threads` CPUs (`num_cpus`) and runs its runner on that many threads, so
-that actors x threads fit the cores; and it pins itself (`claim_cpus`, Linux) to that many CPUs no other
-worker on its node holds. Ray's `num_cpus` is only a number to schedule by: unpinned, one "1-CPU" actor's
-decode, infer and encode threads (and FFmpeg's) spread over every core and take much of two, so a second
-actor finds them busy. Each source's entry in the report says the CPUs its actor was pinned to (`cpus`)
-and the CPU time it used (`cpu_s`, every thread of the actor).
+Cores: each actor asks Ray for `threads` CPUs (`num_cpus`) and runs its runner, OpenCV and torch on that
+many threads, so that actors x threads fit the cores (the pipeline's decode and encode threads beside it
+are light: a 1-thread actor was measured using 0.9-1.06 cores of CPU time per second). With `pin_cpus`
+(`--pin-cpus`) each actor also pins itself (`claim_cpus`, Linux) to that many CPUs no other worker on its
+node holds; off by default, as it measured no faster on 2 shared cores. Each source's entry in the report
+says the CPUs its actor ran on (`cpus`) and the CPU time all its threads used (`cpu_s`).
 
 Failures are isolated: a source that fails (InputError: unreadable, zero frames, corrupt; or any
 other exception) comes back as a failed row with its one-line reason; an actor that dies (a segfault,
@@ -81,6 +81,10 @@ class BatchOptions:
     device: str | None = None
     runner_options: dict[str, Any] = field(default_factory=dict)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    # Each worker on its own `threads` CPUs (claim_cpus). Off by default: measured on 2 shared cores, a
+    # 1-thread worker uses about 1 core unpinned too, and a pinned one cannot move off a core that other
+    # work has taken.
+    pin_cpus: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -333,14 +337,15 @@ class _SegmentWorker:
     """One runner, loaded once; each call segments the source rows of one batch (of one row)."""
 
     def __init__(self, model: str, model_sha256: str, backend: str, device: str | None,
-                 runner_options: dict[str, Any], threads: int, pipeline: PipelineOptions, counter: Any) -> None:
+                 runner_options: dict[str, Any], threads: int, pipeline: PipelineOptions, counter: Any,
+                 pin_cpus: bool = False) -> None:
         import cv2
 
         from lrnnet.runtime import open_runner
         from lrnnet.runtime.sources import quiet_video_logs
 
         # Before any compute thread exists: FFmpeg's decoder threads and the thread plan follow the affinity.
-        self._cpus, self._cpu_locks = claim_cpus(threads)
+        self._cpus, self._cpu_locks = claim_cpus(threads) if pin_cpus else (None, [])
         quiet_video_logs()
         cv2.setNumThreads(threads)  # OpenCV's resizes and colour conversions stay within this actor's share
         self._model_sha256, self._pipeline, self._counter = model_sha256, pipeline, counter
@@ -741,7 +746,7 @@ def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: st
         compute=ray.data.ActorPoolStrategy(size=min(options.workers, len(rows)), max_tasks_in_flight_per_actor=1),
         fn_constructor_kwargs={"model": str(model.absolute()), "model_sha256": model_sha256, "backend": backend,
                                "device": options.device, "runner_options": runner_options, "threads": threads,
-                               "pipeline": options.pipeline, "counter": counter},
+                               "pipeline": options.pipeline, "counter": counter, "pin_cpus": options.pin_cpus},
         num_cpus=threads, num_gpus=gpus or None,
         # A source that crashes its actor fails once, not in a loop; Ray still restarts the actor.
         max_task_retries=0)

@@ -71,11 +71,12 @@ def sources(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def first_run(local_ray, sources, tiny_onnx, tmp_path_factory):
-    """lrnnet-infer on the five sources, 2 workers, into a fresh folder: (rc, stdout, stderr, out dir, report)."""
+    """lrnnet-infer on the five sources, 2 workers pinned to their CPUs, into a fresh folder: (rc, stdout,
+    stderr, out dir, report)."""
     root = tmp_path_factory.mktemp("batch_run")
     out, report = root / "out", root / "report.json"
     rc, stdout, stderr = _cli(*sources.values(), "--model", tiny_onnx, "--output-dir", out, "--workers", "2",
-                              "--report", report)
+                              "--report", report, "--pin-cpus")
     return rc, stdout, stderr, out, json.loads(report.read_text())
 
 
@@ -241,6 +242,8 @@ def test_a_changed_output_is_redone_and_labels_folders_resume(local_ray, sources
     options = BatchOptions(workers=2, pipeline=PipelineOptions(output_kind="labels", warmup=0))
     report = run_batch(good, tiny_onnx, tmp_path, options)
     assert report["done"] == 2
+    if hasattr(os, "sched_getaffinity"):  # not pinned by default: the actors run on every CPU Ray's node has
+        assert all(entry["cpus"] == sorted(os.sched_getaffinity(0)) for entry in report["sources"])
     folder = tmp_path / "north_labels"
     assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:06d}_trainIds.png" for i in range(FRAMES)]
 
@@ -367,7 +370,7 @@ def test_a_killed_actor_fails_only_its_source(local_ray, sources, tiny_onnx, tmp
     out = tmp_path / "out"
     outcome: dict = {}
     job = threading.Thread(target=lambda: outcome.update(report=run_batch(
-        [*long_videos, sources["north"], sources["south"]], tiny_onnx, out, BatchOptions(workers=2))))
+        [*long_videos, sources["north"], sources["south"]], tiny_onnx, out, BatchOptions(workers=2, pin_cpus=True))))
     job.start()
     deadline = time.monotonic() + 120
     killed: list[int] = []
