@@ -44,6 +44,7 @@ from lrnnet.calib.cache import (
 from lrnnet.calib.graph import SVN_SCOPE, SourceModel, float_island_nodes, output_head_nodes
 from lrnnet.calib.reader import DEFAULT_CALIB_IMAGES, CalibrationReader, open_calibration_set
 from lrnnet.calib.recipes import TENSORRT_FALLBACK_INT8, Int8Recipe, recipes_for
+from lrnnet.calib.rewrite import fold_downsampler_batchnorm
 from lrnnet.errors import InputError, MissingDependencyError
 from lrnnet.log import logger, timed_step
 
@@ -172,9 +173,20 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
                     _ort_quantize(prepared, tmp / "all.onnx", reader, _float_nodes(prepared_graph, None), options,
                                   None, ranges)
                 computed_ranges = json.loads(ranges.read_text())
+            to_quantize, tensors_data = prepared, json.loads(ranges.read_text())
+            if recipe.fold_downsampler_bn:
+                rewritten, tensors_data, float_added = fold_downsampler_batchnorm(prepared_graph, tensors_data)
+                excluded = sorted(set(excluded) | set(float_added))
+                to_quantize = tmp / "rewritten.onnx"
+                onnx.save(rewritten, str(to_quantize))
+            if recipe.concat_shares_scale:
+                tensors_data = concat_inputs_share_range(onnx.load(str(to_quantize), load_external_data=False),
+                                                         tensors_data, excluded)
+            ranges.write_text(json.dumps(tensors_data))
             with timed_step("Quantizing to INT8"):
-                _ort_quantize(prepared, quantized, None, excluded, options, recipe, ranges)
+                _ort_quantize(to_quantize, quantized, None, excluded, options, recipe, ranges)
         model = onnx.load(str(quantized))
+        _drop_qdq_between_float_nodes(model, excluded)
         _drop_unused_opsets(model)
         record = CalibrationRecord(method=_method_of(recipe, options),
                                    images=len(reader.samples) if reader else cached.images_used if cached else 0,
@@ -213,6 +225,7 @@ def _method_of(recipe: Int8Recipe, options: Int8Options) -> str:
 
 def _float_parts(recipe: Int8Recipe) -> list[str]:
     parts = ["power iteration and softmax", *recipe.float_op_types]
+    parts += ["downsampler BN: folded into the conv, float affine on the pooled channels"] if recipe.fold_downsampler_bn else []
     return parts + (["SVN 1x1 convs"] if recipe.float_svn_convs else []) + (["head"] if recipe.float_head else [])
 
 
@@ -226,6 +239,31 @@ def _float_nodes(graph: onnx.ModelProto, recipe: Int8Recipe | None) -> list[str]
         if recipe.float_svn_convs:
             names |= {n.name for n in graph.graph.node if n.op_type == "Conv" and SVN_SCOPE in n.name}
     return sorted(names)
+
+
+def concat_inputs_share_range(graph: onnx.ModelProto, tensors_data: dict[str, Any],
+                              excluded: list[str]) -> dict[str, Any]:
+    """ONNX Runtime calibration ranges with each quantized Concat's inputs given the Concat output's range.
+
+    Only inputs that nothing else reads: their one use is the Concat, which requantizes them to its
+    output's scale anyway, so quantizing them there directly rounds once instead of twice, and
+    ONNX Runtime's QLinearConcat with equal scales and zero points copies instead of requantizing.
+    """
+    ranges = tensors_data["data"]
+    readers: dict[str, int] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    for output in graph.graph.output:
+        readers[output.name] = readers.get(output.name, 0) + 1
+    skip = set(excluded)
+    shared = dict(ranges)
+    for node in graph.graph.node:
+        if node.op_type == "Concat" and node.name not in skip and node.output[0] in ranges:
+            for name in node.input:
+                if name in ranges and readers[name] == 1:
+                    shared[name] = ranges[node.output[0]]
+    return {**tensors_data, "data": shared}
 
 
 def _ort_quantize(prepared: Path, output: Path, reader: CalibrationReader | None, excluded: list[str],
@@ -313,6 +351,41 @@ class _FirstBatchReader:
 
     def __getattr__(self, name: str) -> Any:  # get_next, rewind, set_range
         return getattr(self._reader, name)
+
+
+def _drop_qdq_between_float_nodes(model: onnx.ModelProto, float_nodes: list[str]) -> None:
+    """Remove QuantizeLinear -> DequantizeLinear pairs from a float node's output read only by float nodes.
+
+    ONNX Runtime's quantizer gives a data-movement op (MaxPool) an output Q/DQ even when it and its
+    readers are left float; the pair only rounds, and ONNX Runtime's optimiser would fold it into an
+    int8 MaxPool, which is slower than the float one (lrnnet.calib.recipes).
+    """
+    graph = model.graph
+    floats = set(float_nodes)
+    producers = {output: node for node in graph.node for output in node.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {value.name for value in graph.output}
+    dropped: set[int] = set()
+    for quantize in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        source = producers.get(quantize.input[0])
+        dequantizes = readers.get(quantize.output[0], [])
+        if source is None or source.name not in floats or quantize.output[0] in outputs or not dequantizes \
+                or any(dq.op_type != "DequantizeLinear" or dq.output[0] in outputs for dq in dequantizes) \
+                or any(r.name not in floats for dq in dequantizes for r in readers.get(dq.output[0], [])):
+            continue
+        for dq in dequantizes:
+            for reader in readers.get(dq.output[0], []):
+                for i, name in enumerate(reader.input):
+                    if name == dq.output[0]:
+                        reader.input[i] = quantize.input[0]
+            dropped.add(id(dq))
+        dropped.add(id(quantize))
+    kept = [node for node in graph.node if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def _drop_unused_opsets(model: onnx.ModelProto) -> None:

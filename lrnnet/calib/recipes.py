@@ -18,8 +18,12 @@ within its noise): symmetric int8 activations (TensorRT's recipe) 0.68x; u8 asym
 but the power iteration quantized 1.23x; + BN and head float 1.25x; + Slice/Split/Reshape sharing
 their input's scale (ForceQuantizeNoInputCheck) 1.31x; + MaxPool float 1.48x; + no NCHWc pass at
 load 1.51x; + SVN 1x1 convs float 1.57x (a later run of the same: 1.43x). Wall clock, 2 threads,
-round-robin: 1.36x with the NCHWc pass, 1.49x without. ``benchmarks/bench_precision.py`` has the
-current figures.
+round-robin: 1.36x with the NCHWc pass, 1.49x without. Later (2026-12-02, same machine, one
+thread, CPU time, 8 round-robin rounds, an untrained seeded export): the recipe above 1.46x; + Concat
+inputs at the Concat output's scale (QLinearConcat copies) 1.54x; + the downsamplers' BN split into
+their conv and a float affine on the pooled tensor, with ONNX Runtime's QDQ propagation off so
+MaxPool stays float 1.63x (2 threads, wall: 1.28x -> 1.38x -> 1.62x). ``benchmarks/bench_precision.py``
+has the current figures.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TARGETS = ("onnxruntime", "tensorrt")
+
+# ONNX Runtime graph optimisers left out when its CPU provider loads (or saves) an INT8 graph.
+# NchwcTransformer: it re-lays only the few float convs and the Resize of a QLinear-fused graph,
+# and its reorders cost more than they save. QDQPropagationTransformer: it puts a Q/DQ pair after
+# every MaxPool that reads a DequantizeLinear, which the optimiser then folds into an int8 MaxPool,
+# a plain NCHW loop ~10x slower than the float one (the recipe keeps MaxPool float on purpose;
+# measured with it left in: 1.51x FP32 -> 1.63x without it, CPU time, 1x3x512x1024).
+ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS = ("NchwcTransformer", "QDQPropagationTransformer")
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,12 @@ class Int8Recipe:
     # ONNX Runtime quantizer only: op types given Q/DQ (None: every op it knows), and extra_options.
     op_types_to_quantize: tuple[str, ...] | None
     share_scales: bool  # ForceQuantizeNoInputCheck: data-movement ops keep their input's scale
+    # A Concat's inputs quantized with the Concat output's range: ONNX Runtime's QLinearConcat then
+    # copies instead of requantizing, and each branch output is rounded once, not twice.
+    concat_shares_scale: bool
+    # The downsamplers' BN after their Concat split exactly into the strided conv and a float affine on
+    # the pooled tensor (lrnnet.calib.rewrite), so the unit's output stays int8.
+    fold_downsampler_bn: bool
     purpose: str  # written into the graph's metadata (lrnnet.engine_purpose) and the sidecar
     why: str  # the measured reason for the float parts
 
@@ -75,11 +93,12 @@ _ORT_INT8 = Int8Recipe(
     target="onnxruntime", tool="onnxruntime", activations="uint8 asymmetric",
     weights="int8 symmetric per-channel (axis 0)",
     float_op_types=("BatchNormalization", "MaxPool"), float_svn_convs=True, float_head=True,
-    op_types_to_quantize=None, share_scales=True,
+    op_types_to_quantize=None, share_scales=True, concat_shares_scale=True, fold_downsampler_bn=True,
     purpose="ONNX Runtime CPU provider, QLinear-fused INT8 (u8 activations, s8 per-channel weights)",
     why="MaxPool float: ONNX Runtime's uint8 MaxPool is a plain NCHW loop, ~10x its float NCHWc one "
-        "(1.31x -> 1.48x); BatchNormalization float: no int8 kernel, and folding it into the conv and "
-        "a depthwise 1x1 was measured slower (1.41x); SVN 1x1 convs float: small convs at 1/8 scale "
+        "(1.31x -> 1.48x); the downsamplers' BatchNormalization (no int8 kernel) split exactly into the "
+        "strided conv (int8) and a float affine on the pooled quarter (lrnnet.calib.rewrite; 1.54x -> "
+        "1.63x; a depthwise 1x1 int8 conv in its place was slower, 1.41x); SVN 1x1 convs float: small convs at 1/8 scale "
         "whose Q/DQ cost more than they save (1.51x -> 1.57x); head float: int8 logits cost pixel "
         "agreement (99.28% -> 98.94% at 512x1024) and the uint8 Resize is no faster",
 )
@@ -88,7 +107,7 @@ _TRT_INT8 = Int8Recipe(
     target="tensorrt", tool="modelopt", activations="int8 symmetric",
     weights="int8 symmetric per-channel (axis 0)",
     float_op_types=(), float_svn_convs=False, float_head=True,
-    op_types_to_quantize=None, share_scales=False,
+    op_types_to_quantize=None, share_scales=False, concat_shares_scale=False, fold_downsampler_bn=False,
     purpose="TensorRT-ready strongly typed Q/DQ graph (NVIDIA Model Optimizer placement)",
     why="Model Optimizer places Q/DQ by TensorRT's fusion rules (inputs of weighted layers, one input "
         "of a residual Add); the head stays float for the argmax margins, as on every target",
@@ -100,7 +119,7 @@ TENSORRT_FALLBACK_INT8 = Int8Recipe(
     float_op_types=("BatchNormalization",), float_svn_convs=False, float_head=True,
     # TensorRT's rule for explicit quantization: Q/DQ on the inputs of weighted layers; it fuses and
     # propagates the rest itself (a Q/DQ on both inputs of a residual Add would block the conv+add fusion).
-    op_types_to_quantize=("Conv",), share_scales=False,
+    op_types_to_quantize=("Conv",), share_scales=False, concat_shares_scale=False, fold_downsampler_bn=False,
     purpose="TensorRT-ready strongly typed Q/DQ graph (ONNX Runtime quantizer with TensorRT's rules; "
             "NVIDIA Model Optimizer was not importable)",
     why="BatchNormalization float: TensorRT imports BN only with constant parameters",

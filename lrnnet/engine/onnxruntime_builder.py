@@ -18,6 +18,7 @@ from pathlib import Path
 import onnx
 
 from lrnnet._io import atomic_output
+from lrnnet.calib.recipes import ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import ModelInfo
 
@@ -44,7 +45,9 @@ def optimize_for_onnxruntime(model: onnx.ModelProto, output: str | Path) -> None
     with atomic_output(output) as tmp:
         options.optimized_model_filepath = str(tmp)
         try:
-            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            disabled = list(ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS) if info.precision == "int8" else []
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=disabled)
         except Exception as exc:
             raise InputError(f"ONNX Runtime cannot load the {info.precision} graph: "
                              f"{' '.join(str(exc).split())[:300]}") from exc

@@ -14,6 +14,7 @@ import numpy as np
 
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import announce_threads, count_text, thread_plan
+from lrnnet.calib.recipes import ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS
 from lrnnet.errors import InputError, MissingDependencyError
 from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.log import logger
@@ -80,10 +81,9 @@ class OnnxRuntimeRunner(Runner):
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if plan.onnxruntime_spinning else "0")
         options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise here
         try:
-            # INT8 on the CPU: without the NCHWc layout pass. It only re-lays the few float convs and the
-            # final Resize of a QLinear-fused graph, and its reorders cost more than they save there
-            # (measured 1.48x -> 1.51x FP32 at 512x1024; lrnnet.calib.recipes).
-            disabled = ["NchwcTransformer"] if info.precision == "int8" and self._cuda_index is None else []
+            # INT8 on the CPU: without the optimisers that undo the recipe's float parts (lrnnet.calib.recipes).
+            disabled = (list(ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS)
+                        if info.precision == "int8" and self._cuda_index is None else [])
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers,
                                                  disabled_optimizers=disabled)
         except Exception as exc:

@@ -192,6 +192,15 @@ def test_onnxruntime_int8_fuses_into_qlinear_ops(tiny_onnx, synthetic_root, tmp_
     assert fused["QLinearConv"] == len(weights), fused
     assert fused["QLinearAdd"] > 0 and fused["QLinearConcat"] > 0, fused
     assert fused["QuantizeLinear"] + fused["DequantizeLinear"] < fused["QLinearConv"], fused
+    # Each concat's inputs are quantized at its output's scale and zero point (concat_shares_scale):
+    # ONNX Runtime's QLinearConcat then copies. Inputs: Y_scale, Y_zp, then (X, X_scale, X_zp) per input.
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    values = _initializers(optimized)
+    concats = [n for n in optimized.graph.node if n.op_type == "QLinearConcat"]
+    for concat in concats:
+        out_scale, out_zp = values[concat.input[0]], values[concat.input[1]]
+        for scale, zp in zip(concat.input[3::3], concat.input[4::3]):
+            assert values[scale] == out_scale and values[zp] == out_zp, concat.name
 
 
 def assert_tensorrt_int8_graph(model: onnx.ModelProto) -> int:
