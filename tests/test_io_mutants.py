@@ -14,7 +14,9 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -1019,3 +1021,38 @@ def test_a_folder_output_over_a_dangling_symlink_replaces_it_and_a_rollback_rest
         raise RuntimeError
     assert target.is_symlink() and os.readlink(target) == str(tmp_path / "gone")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
+
+
+def test_a_temp_of_a_process_of_another_user_is_kept_by_a_non_root_run():
+    # Only a non-root process gets PermissionError from kill(pid 1, 0): a forked child switched to `nobody`
+    # runs the cleanup (forked, so it needs no access to the interpreter's files) and reports what it removed.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # pytest's tmp_path is root's only (0700 parents)
+        _clean_as_nobody(Path(folder))
+
+
+def _clean_as_nobody(tmp_path):
+    tmp_path.chmod(0o777)
+    init = tmp_path / ".a.json.lrnnet-tmp-1-0000abcd.json"  # pid 1 (init, root's): alive, not ours
+    init.write_text("{}")
+    dead = tmp_path / f".a.json.lrnnet-tmp-{_dead_pid()}-0000abcd.json"
+    dead.write_text("{}")
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        status = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            removed = sorted(p.name for p in clean_stale_temps(tmp_path / "a.json"))
+            os.write(write_end, json.dumps(removed).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert json.loads(report) == [dead.name] and init.exists() and not dead.exists()
