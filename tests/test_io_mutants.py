@@ -51,6 +51,17 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+@contextlib.contextmanager
+def _live_pid():
+    """A live process that is not this one: a sleeping child, so a mutant that signals it harms nothing else."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if is_temp_name(p.name))
 
@@ -99,14 +110,15 @@ def test_stale_temps_removed_only_for_dead_pids_and_only_of_that_target(tmp_path
     not_a_pid.write_text("{}")
     other_target = tmp_path / f".b.json.lrnnet-tmp-{dead}-0000abcd.json"
     other_target.write_text("{}")
-    init = tmp_path / ".a.json.lrnnet-tmp-1-0000abcd.json"  # pid 1 exists (not ours): kept
-    init.write_text("{}")
-    removed = clean_stale_temps(target)
-    assert sorted(removed) == sorted([stale_file, stale_dir])
-    assert not stale_file.exists() and not stale_dir.exists()
-    assert live.exists() and not_a_pid.exists() and other_target.exists() and init.exists()
-    assert clean_stale_temps(tmp_path / "missing" / "a.json") == []
-    assert clean_stale_temps(str(target)) == []
+    with _live_pid() as other:
+        init = tmp_path / f".a.json.lrnnet-tmp-{other}-0000abcd.json"  # a live process, not ours: kept
+        init.write_text("{}")
+        removed = clean_stale_temps(target)
+        assert sorted(removed) == sorted([stale_file, stale_dir])
+        assert not stale_file.exists() and not stale_dir.exists()
+        assert live.exists() and not_a_pid.exists() and other_target.exists() and init.exists()
+        assert clean_stale_temps(tmp_path / "missing" / "a.json") == []
+        assert clean_stale_temps(str(target)) == []
 
 
 def test_stale_temps_of_a_target_with_glob_characters(tmp_path):
@@ -1024,17 +1036,18 @@ def test_a_folder_output_over_a_dangling_symlink_replaces_it_and_a_rollback_rest
 
 
 def test_a_temp_of_a_process_of_another_user_is_kept_by_a_non_root_run():
-    # Only a non-root process gets PermissionError from kill(pid 1, 0): a forked child switched to `nobody`
+    # Only a non-root process gets PermissionError from kill(pid, 0) of a root process: a forked child switched to `nobody`
     # runs the cleanup (forked, so it needs no access to the interpreter's files) and reports what it removed.
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to another user")
-    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # pytest's tmp_path is root's only (0700 parents)
-        _clean_as_nobody(Path(folder))
+    # pytest's tmp_path is root's only (0700 parents)
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder, _live_pid() as other:
+        _clean_as_nobody(Path(folder), other)
 
 
-def _clean_as_nobody(tmp_path):
+def _clean_as_nobody(tmp_path, other):
     tmp_path.chmod(0o777)
-    init = tmp_path / ".a.json.lrnnet-tmp-1-0000abcd.json"  # pid 1 (init, root's): alive, not ours
+    init = tmp_path / f".a.json.lrnnet-tmp-{other}-0000abcd.json"  # a live process of root's, not ours
     init.write_text("{}")
     dead = tmp_path / f".a.json.lrnnet-tmp-{_dead_pid()}-0000abcd.json"
     dead.write_text("{}")
