@@ -57,6 +57,7 @@ def _live_pid():
     proc = subprocess.Popen(["sleep", "60"])
     try:
         yield proc.pid
+        assert proc.poll() is None, "probing whether a process is alive must not signal it"
     finally:
         proc.kill()
         proc.wait()
