@@ -11,14 +11,20 @@ import pytest
 
 
 @contextlib.contextmanager
-def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
-    """Mount a tmpfs of `size` (mount's syntax: 512k, 5m) at the new folder `mount_point`; skip where refused."""
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True, check=False)
+def mounted(mount_args: list[str], mount_point: Path) -> Iterator[Path]:
+    """`mount <mount_args> <mount_point>` for the duration, lazily unmounted after; skip where refused."""
+    result = subprocess.run(["mount", *mount_args, str(mount_point)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount refused'}); needs root")
+        pytest.skip(f"cannot mount here ({result.stderr.strip() or 'mount refused'}); needs root")
     try:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@contextlib.contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of `size` (mount's syntax: 512k, 5m) at the new folder `mount_point`; skip where refused."""
+    mount_point.mkdir()
+    with mounted(["-t", "tmpfs", "-o", f"size={size}", "tmpfs"], mount_point) as path:
+        yield path

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from disk_helpers import tmpfs
+from disk_helpers import mounted, tmpfs
 
 from lrnnet import _io
 from lrnnet._io import (
@@ -933,18 +933,9 @@ def test_exactly_one_mebibyte_free_is_not_a_full_disk(tmp_path):
 # -- a rename or a rollback step that really fails: a mount point cannot be renamed (EBUSY) -------------
 
 
-@contextlib.contextmanager
 def _mounted_over(path, source=None):
     """Mount a tmpfs over the folder `path`, or bind the file `source` over the file `path`; skip where refused."""
-    command = ["mount", "--bind", str(source), str(path)] if source else \
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount here ({result.stderr.strip() or 'mount refused'}); needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+    return mounted(["--bind", str(source)] if source else ["-t", "tmpfs", "-o", "size=64k", "tmpfs"], path)
 
 
 @pytest.mark.parametrize("in_scope", [True, False])
