@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from graph_helpers import graph_model as _model
 from onnx import TensorProto, helper, numpy_helper
 
 from lrnnet.export.checks import (
@@ -17,11 +18,6 @@ from lrnnet.export.checks import (
     declare_output_shape,
     op_counts,
 )
-
-
-def _model(nodes, inputs, outputs, initializers=(), opset=17):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _relu_model(shape=(1, 3, 4, 4)):

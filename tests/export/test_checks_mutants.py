@@ -4,6 +4,8 @@ shapes proved through data propagation. Written against the survivors of ``make 
 from __future__ import annotations
 
 import pytest
+from graph_helpers import graph_model as _model
+from graph_helpers import value_info as _vi
 from onnx import TensorProto, helper
 
 from lrnnet.export.checks import (
@@ -17,16 +19,6 @@ from lrnnet.export.checks import (
 )
 
 F = TensorProto.FLOAT
-
-
-def _model(nodes, inputs, outputs, initializers=(), opset=17, domains=()):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
-    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
-    return helper.make_model(graph, opset_imports=opsets)
-
-
-def _vi(name, dtype, shape):
-    return helper.make_tensor_value_info(name, dtype, shape)
 
 
 def _relu(x_shape=(1, 3), y_shape=(1, 3), outputs=None):

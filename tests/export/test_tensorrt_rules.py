@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from graph_helpers import graph_model as _model
+from graph_helpers import value_info as _vi
 from onnx import TensorProto, helper, numpy_helper
 
 from lrnnet.errors import InputError
@@ -12,16 +14,6 @@ from lrnnet.export.checks import GraphCheckError, check_graph
 from lrnnet.export.tensorrt_rules import OP_TYPES, check_tensorrt_parser_rules, tensorrt_rule_violations
 
 F, U8, I8, I32, I64 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, TensorProto.INT64
-
-
-def _model(nodes, inputs, outputs, initializers=(), opset=17, domains=()):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
-    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
-    return helper.make_model(graph, opset_imports=opsets)
-
-
-def _vi(name, dtype, shape):
-    return helper.make_tensor_value_info(name, dtype, shape)
 
 
 def _const(name, values, dtype=None):

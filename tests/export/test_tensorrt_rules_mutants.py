@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graph_helpers import graph_model as _model
+from graph_helpers import value_info as _vi
 from onnx import TensorProto, helper, numpy_helper
 
 from lrnnet.errors import InputError
@@ -21,15 +23,6 @@ F, D, U8, I8, I32, I64 = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.UIN
                           TensorProto.INT32, TensorProto.INT64)
 MD = f"({OPERATORS_MD})"
 QDQ = f"({QDQ_IMPORTER})"
-
-
-def _model(nodes, inputs, outputs, initializers=(), opset=17):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def _vi(name, dtype, shape):
-    return helper.make_tensor_value_info(name, dtype, shape)
 
 
 def _const(name, values, dtype=None):
