@@ -46,12 +46,19 @@ class SourceModel:
         return graph_input_names(self.model)[0]
 
 
-
-
 def graph_input_names(model: onnx.ModelProto) -> list[str]:
     """The real inputs (graph inputs that are not initializers, as old exporters list both)."""
     initializers = {init.name for init in model.graph.initializer}
     return [value.name for value in model.graph.input if value.name not in initializers]
+
+
+def tensor_readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes that read each tensor, in graph order (graph outputs are not nodes: check those apart)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
 
 
 def load_source_onnx(path: str | Path) -> SourceModel:

@@ -41,7 +41,7 @@ from lrnnet.calib.cache import (
     read_cache,
     write_cache,
 )
-from lrnnet.calib.graph import SVN_SCOPE, SourceModel, float_island_nodes, output_head_nodes
+from lrnnet.calib.graph import SVN_SCOPE, SourceModel, float_island_nodes, output_head_nodes, tensor_readers
 from lrnnet.calib.reader import DEFAULT_CALIB_IMAGES, CalibrationReader, open_calibration_set
 from lrnnet.calib.recipes import TENSORRT_FALLBACK_INT8, Int8Recipe, recipes_for
 from lrnnet.calib.rewrite import fold_downsampler_batchnorm
@@ -250,18 +250,14 @@ def concat_inputs_share_range(graph: onnx.ModelProto, tensors_data: dict[str, An
     ONNX Runtime's QLinearConcat with equal scales and zero points copies instead of requantizing.
     """
     ranges = tensors_data["data"]
-    readers: dict[str, int] = {}
-    for node in graph.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    for output in graph.graph.output:
-        readers[output.name] = readers.get(output.name, 0) + 1
+    readers = tensor_readers(graph)
+    outputs = {value.name for value in graph.graph.output}
     skip = set(excluded)
     shared = dict(ranges)
     for node in graph.graph.node:
         if node.op_type == "Concat" and node.name not in skip and node.output[0] in ranges:
             for name in node.input:
-                if name in ranges and readers[name] == 1:
+                if name in ranges and len(readers[name]) == 1 and name not in outputs:
                     shared[name] = ranges[node.output[0]]
     return {**tensors_data, "data": shared}
 
@@ -363,10 +359,7 @@ def _drop_qdq_between_float_nodes(model: onnx.ModelProto, float_nodes: list[str]
     graph = model.graph
     floats = set(float_nodes)
     producers = {output: node for node in graph.node for output in node.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = tensor_readers(model)
     outputs = {value.name for value in graph.output}
     dropped: set[int] = set()
     for quantize in [n for n in graph.node if n.op_type == "QuantizeLinear"]:

@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from lrnnet.calib.graph import tensor_readers
+
 # Marks the float nodes a rewrite adds, so the quantizer is told to leave them float.
 FLOAT_MARK = "/lrnnet_float"
 
@@ -31,22 +33,20 @@ def fold_downsampler_batchnorm(model: onnx.ModelProto, tensors_data: dict[str, A
     """(rewritten model, ranges with the new tensors', names of the float nodes added); input unchanged.
 
     A unit whose BN output has another reader than its Relu, or whose Conv/MaxPool output has
-    another reader than the Concat, is left as it is.
+    another reader than the Concat, or with any of those tensors a graph output, is left as it is.
     """
     model = copy.deepcopy(model)
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     producers = {output: node for node in graph.node for output in node.output}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = tensor_readers(model)
+    outputs = {value.name for value in graph.output}
     ranges = dict(tensors_data["data"])
     replaced: dict[str, list[onnx.NodeProto]] = {}
     dropped: set[str] = set()
     float_nodes: list[str] = []
     for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
-        unit = _downsampler_of(bn, graph, producers, readers, initializers)
+        unit = _downsampler_of(bn, producers, readers, outputs, initializers)
         if unit is None or unit["relu"].output[0] not in ranges:
             continue
         conv, pool, concat, relu = unit["conv"], unit["pool"], unit["concat"], unit["relu"]
@@ -83,8 +83,10 @@ def fold_downsampler_batchnorm(model: onnx.ModelProto, tensors_data: dict[str, A
         float_nodes += [node.name for node in pool_nodes]
         for name in (conv_out, conv_relu, pool_relu):
             ranges[name] = ranges[relu.output[0]]
-        # Without a range the pooled tensor stays float: quantized, ONNX Runtime would fold its Q/DQ into
-        # an int8 MaxPool, whose NCHW loop is ~10x slower than the float one (lrnnet.calib.recipes).
+        # The pooled tensor is float now (read by the float affine): no range of its own. The Q/DQ pair
+        # ONNX Runtime's quantizer still puts after a MaxPool (at its input's scale) is removed after
+        # quantizing (lrnnet.calib.int8._drop_qdq_between_float_nodes); left in, ONNX Runtime would fold it
+        # into an int8 MaxPool, whose NCHW loop is ~10x slower than the float one (lrnnet.calib.recipes).
         ranges.pop(pool.output[0], None)
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
@@ -97,17 +99,21 @@ def fold_downsampler_batchnorm(model: onnx.ModelProto, tensors_data: dict[str, A
     return model, {**tensors_data, "data": ranges}, float_nodes
 
 
-def _downsampler_of(bn: onnx.NodeProto, graph: onnx.GraphProto, producers: dict[str, onnx.NodeProto],
-                    readers: dict[str, int], initializers: dict[str, onnx.TensorProto]) -> dict[str, Any] | None:
+def _downsampler_of(bn: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
+                    readers: dict[str, list[onnx.NodeProto]], outputs: set[str],
+                    initializers: dict[str, onnx.TensorProto]) -> dict[str, Any] | None:
     """The unit's nodes around `bn` when it is Relu(BN(Concat(Conv(x), MaxPool(x)))) with no other readers."""
+    def read_once(name: str) -> bool:  # by one node, and not a graph output
+        return len(readers.get(name, [])) == 1 and name not in outputs
+
     concat = producers.get(bn.input[0])
-    relu = next((n for n in graph.node if bn.output[0] in n.input), None)
-    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2 or relu is None \
-            or relu.op_type != "Relu" or readers.get(bn.output[0]) != 1 or readers.get(concat.output[0]) != 1:
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2 \
+            or not read_once(bn.output[0]) or not read_once(concat.output[0]):
         return None
+    relu = readers[bn.output[0]][0]
     conv, pool = producers.get(concat.input[0]), producers.get(concat.input[1])
-    if conv is None or pool is None or conv.op_type != "Conv" or pool.op_type != "MaxPool" \
-            or any(readers.get(node.output[0]) != 1 for node in (conv, pool)) \
+    if relu.op_type != "Relu" or conv is None or pool is None or conv.op_type != "Conv" or pool.op_type != "MaxPool" \
+            or not all(read_once(node.output[0]) for node in (conv, pool)) \
             or not all(name in initializers for name in [*conv.input[1:], *bn.input[1:5]]) \
             or next((a.i for a in concat.attribute if a.name == "axis"), None) not in (1, -3):
         return None
