@@ -173,15 +173,14 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
                     _ort_quantize(prepared, tmp / "all.onnx", reader, _float_nodes(prepared_graph, None), options,
                                   None, ranges)
                 computed_ranges = json.loads(ranges.read_text())
-            to_quantize, tensors_data = prepared, json.loads(ranges.read_text())
+            to_quantize, graph_to_quantize, tensors_data = prepared, prepared_graph, json.loads(ranges.read_text())
             if recipe.fold_downsampler_bn:
-                rewritten, tensors_data, float_added = fold_downsampler_batchnorm(prepared_graph, tensors_data)
+                graph_to_quantize, tensors_data, float_added = fold_downsampler_batchnorm(prepared_graph, tensors_data)
                 excluded = sorted(set(excluded) | set(float_added))
                 to_quantize = tmp / "rewritten.onnx"
-                onnx.save(rewritten, str(to_quantize))
+                onnx.save(graph_to_quantize, str(to_quantize))
             if recipe.concat_shares_scale:
-                tensors_data = concat_inputs_share_range(onnx.load(str(to_quantize), load_external_data=False),
-                                                         tensors_data, excluded)
+                tensors_data = concat_inputs_share_range(graph_to_quantize, tensors_data, excluded)
             ranges.write_text(json.dumps(tensors_data))
             with timed_step("Quantizing to INT8"):
                 _ort_quantize(to_quantize, quantized, None, excluded, options, recipe, ranges)
