@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -18,6 +19,21 @@ def test_bgr_to_rgb_and_imagenet_normalisation():
     out = preprocess(frame, (8, 16))
     expected_rgb = [(0 - MEAN_RGB[0]) / STD_RGB[0], (0 - MEAN_RGB[1]) / STD_RGB[1], (1 - MEAN_RGB[2]) / STD_RGB[2]]
     np.testing.assert_allclose(out[0, :, 0, 0], expected_rgb, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("shape", "size"), [((128, 256, 3), (256, 512)), ((96, 200, 3), (40, 72)), ((9, 9, 3), (9, 9))])
+def test_every_pixel_is_the_float64_formula(shape, size):
+    """Oracle: ((rgb / 255) - mean) / std in float64, per pixel and channel, of the resized frame (random pixels:
+    a channel or pixel out of place shows)."""
+    frame = np.random.default_rng(3).integers(0, 256, size=shape, dtype=np.uint8)
+    resized = frame if shape[:2] == size else cv2.resize(
+        frame, size[::-1], interpolation=cv2.INTER_AREA if shape[0] > size[0] else cv2.INTER_LINEAR)
+    rgb = resized[:, :, ::-1].astype(np.float64) / 255.0
+    expected = ((rgb - np.array(MEAN_RGB)) / np.array(STD_RGB)).transpose(2, 0, 1)[None]
+    out = preprocess(frame, size)
+    assert out.shape == expected.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(preprocess_batch([frame, frame], size), np.concatenate([out, out]))
 
 
 def test_batch_stacks_frames():
