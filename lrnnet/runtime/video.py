@@ -66,7 +66,7 @@ class PipelineOptions:
     output_kind: str = "overlay"  # overlay | mask | labels (trainId PNGs)
     alpha: float = 0.5  # overlay opacity of the colours
     max_frames: int | None = None  # stop after this many decoded frames
-    warmup: int = 2  # untimed inferences before the first frame (lazy init, CUDA graph capture, autotuning)
+    warmup: int = 2  # untimed inferences before the first frame (lazy init, CUDA graph capture, autotuning), less those the runner ran at that shape before
     queue_size: int = 2  # frames waiting between two stages: enough to decouple them, few to keep latency low
     fps: float | None = None  # output frame rate; default the source's
     target_fps: float = PAPER_FPS
@@ -221,7 +221,8 @@ class _Pipeline:
         height, width = self.runner.info.input_size
         frame = np.zeros((height, width, 3), dtype=np.uint8)
         batch = self._batch([frame])
-        for _ in range(self.options.warmup):
+        # A runner that has run this shape before (the next source of a batch worker) is warm already.
+        for _ in range(self.options.warmup - self.runner.runs_at(batch.shape)):
             self.runner.infer(batch)
 
     def _batch(self, frames: list[np.ndarray]) -> np.ndarray:

@@ -303,3 +303,21 @@ def test_no_report_says_1_threads(tiny_onnx):
     assert (count_text(1), count_text(2)) == ("1 thread", "2 threads")
     with OnnxRuntimeRunner(tiny_onnx, device="cpu", threads=1) as runner:
         assert "1 thread)" in runner.device and "1 threads" not in runner.device
+
+
+@pytest.mark.parametrize("shape", [(1, 19, 256, 512), (2, 19, 300, 1024), (1, 2, 7, 5), (3, 4, 33, 17)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_class_argmax_is_numpys_argmax(shape, dtype):
+    """Oracle: np.argmax over the class axis, id for id: random logits (a height that is no multiple of the
+    row chunk), logits rounded to integers (ties: the first class wins) and NaNs in several places."""
+    from lrnnet.runtime.runner import class_argmax
+
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal(shape).astype(dtype)
+    tied = np.round(logits)
+    with_nan = logits.copy()
+    with_nan[0, 0, 0, 0] = with_nan[-1, -1, -1, -1] = with_nan[0, shape[1] // 2, shape[2] // 2, 1] = np.nan
+    for case in (logits, tied, with_nan):
+        got = class_argmax(case)
+        assert got.dtype == np.int32 and got.shape == (shape[0], *shape[2:])
+        np.testing.assert_array_equal(got, np.argmax(case, axis=1))

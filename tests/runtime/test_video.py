@@ -436,3 +436,19 @@ def test_a_file_reports_no_capture_latency(synthetic_video, tmp_path):
 
     report = run_video(ConvRunner(), synthetic_video, tmp_path / "out.mp4")
     assert CAPTURE_TO_OUTPUT not in report["latency_ms"]  # a file has no capture time
+
+
+def test_a_runner_is_warmed_up_once_per_input_shape(synthetic_video, tmp_path):
+    """The warm-up inferences run before a runner's first frames of a shape, not again before each video it
+    segments (a batch worker segments many with one runner)."""
+    runner = ConvRunner()
+    batch_shape = runner.prepare(street_frames((32, 64), 1)).shape
+    run_video(runner, synthetic_video, tmp_path / "a.mp4", PipelineOptions(max_frames=3, warmup=2))
+    assert runner.runs_at(batch_shape) == 2 + 3
+    run_video(runner, synthetic_video, tmp_path / "b.mp4", PipelineOptions(max_frames=3, warmup=2))
+    assert runner.runs_at(batch_shape) == 2 + 3 + 3
+    assert runner.runs_at((2, *batch_shape[1:])) == 0
+    fresh = ConvRunner()
+    fresh.infer(np.zeros(batch_shape, np.float32))
+    run_video(fresh, synthetic_video, tmp_path / "c.mp4", PipelineOptions(max_frames=3, warmup=2))
+    assert fresh.runs_at(batch_shape) == 1 + 1 + 3  # one run before: the rest of the warm-up
