@@ -2,9 +2,10 @@
 
     report = run_batch(["a.mp4", "b.mp4", "seq_folder/"], "lrnnet.onnx", "out/", BatchOptions(workers=2))
 
-The sources become a Ray Dataset of one row per source, one block per row; `map_batches` with an
-actor class (`ActorPoolStrategy(size=workers)`, `batch_size=1`) hands each row to one of `workers`
-actors. An actor opens its runner once, then segments whole sources with the single-video path
+The sources become a Ray Dataset of one row per source (the longest first), one block per row;
+`map_batches` with an actor class (`ActorPoolStrategy(size=workers)`, `batch_size=1`, two rows in flight
+per actor, so that the next source waits on the actor, not in the driver) hands each row to one of
+`workers` actors, once all of them have started when the cluster has their CPUs. An actor opens its runner once, then segments whole sources with the single-video path
 (`lrnnet.runtime.video.run_video`: decode, infer and encode threads, streaming, the output written
 beside its target, verified and committed by rename), so memory stays flat in video length and count
 and each output is what `lrnnet-infer SOURCE` writes (the tests compare them frame by frame). Ray Data schedules rows on free actors
@@ -26,9 +27,15 @@ node holds; off by default, as it measured no faster on 2 shared cores. Each sou
 says the CPUs its actor ran on (`cpus`) and the CPU time all its threads used (`cpu_s`).
 
 Failures are isolated: a source that fails (InputError: unreadable, zero frames, corrupt; or any
-other exception) comes back as a failed row with its one-line reason; an actor that dies (a segfault,
-the OOM killer) loses only the row it held (Ray Data's `max_errored_blocks`), reported as such, and
-Ray restarts the actor for the remaining rows.
+other exception) comes back as a failed row with its one-line reason. An actor that dies (a segfault,
+the OOM killer) loses the rows it held (Ray Data's `max_errored_blocks`: the job goes on, and Ray
+restarts the actor); those are tried once more after the others, one per actor at a time, so the
+source that was waiting behind the culprit finishes and only a source that kills its worker twice is
+reported failed ("attempts" in its entry).
+
+The model: an ONNX model's metadata and weights digest are checked once, by the driver (a corrupt
+model is bad input before anything is written); each actor checks that its file has the SHA-256 the
+driver checked and opens it with that metadata, without importing `onnx` (0.5 s of every actor's start).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 import queue
@@ -54,6 +62,7 @@ from lrnnet._io import file_sha256
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import count_text
 from lrnnet.errors import InputError
+from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.log import logger, progress_bar
 from lrnnet.runtime.sources import FrameSource
 from lrnnet.runtime.video import FRAME_IN_TO_OUT, PipelineOptions
@@ -66,6 +75,7 @@ MARKER_SCHEMA = "lrnnet.batch.done/1"
 _CONNECT_TIMEOUT_S = 3.0  # TCP connect to a cluster's GCS before ray.init: an unreachable address fails fast
 _PROBE_TIMEOUT_S = 8.0  # asking that address for Ray's GCS
 _INIT_TIMEOUT_S = 30.0  # then joining the cluster
+_ACTORS_START_TIMEOUT_S = 120  # every worker's start (Ray Data's wait_for_min_actors_s), when the CPUs are there
 _POLL_S = 0.25  # how often the driver reads the frame counter
 _FLUSH_S = 0.25  # how often an actor sends its frame count
 
@@ -285,6 +295,11 @@ class _FrameCounter:
     def get(self) -> dict[int, int]:
         return self.frames
 
+    def forget(self, indices: list[int]) -> None:
+        """Sources tried again count from zero."""
+        for index in indices:
+            self.frames.pop(index, None)
+
 
 def claim_cpus(count: int) -> tuple[list[int] | None, list[socket.socket]]:
     """Claim `count` CPUs of this process's affinity that no other lrnnet worker on this machine holds, and
@@ -353,6 +368,8 @@ class _SegmentWorker:
         self._where = f"{socket.gethostname()}:{os.getpid()}"
         self._load_error: str | None = None
         try:
+            if file_sha256(model) != model_sha256:  # the driver checked (and the markers record) other bytes
+                raise InputError(f"model {model} changed after the job started (its SHA-256 differs); run again")
             if backend == "torch":
                 import torch
 
@@ -627,6 +644,11 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
         raise InputError(f"model {model} does not exist" if not model.exists() else f"model {model} is not a file")
     backend_for_path(model)  # an unknown model type fails here, not once per source in the workers
     model_sha256 = file_sha256(model)
+    # An ONNX model's metadata is read and its weights digest checked here, once, so that a corrupt model is bad
+    # input before anything is written; the actors then load the very bytes checked (same SHA-256) without
+    # importing `onnx`, whose ml_dtypes alone takes 0.5 s of each actor's start.
+    onnx_on_ort = backend_name(model, options.backend) == backend_for_path(model) == "onnxruntime"
+    model_info = read_model_info(model) if onnx_on_ort else None
     settings = output_settings(options.pipeline)
 
     skipped: dict[int, dict[str, Any]] = {}
@@ -663,7 +685,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             logger.info("Ray %s: %d workers x %s on %d CPUs", session.address, options.workers, count_text(threads),
                         cluster_cpus)
             start = time.perf_counter()
-            results.update(_execute(session.ray, todo, model, model_sha256, options, threads))
+            results.update(_execute(session.ray, todo, model, model_sha256, model_info, options, threads, cluster_cpus))
             wall_s = time.perf_counter() - start
         address = session.address if session is not None else None
     finally:
@@ -672,24 +694,76 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
 
 
-def _execute(ray: Any, jobs: list[SourceJob], model: Path, model_sha256: str, options: BatchOptions,
-             threads: int) -> dict[int, dict[str, Any]]:
+def _execute(ray: Any, jobs: list[SourceJob], model: Path, model_sha256: str, model_info: ModelInfo | None,
+             options: BatchOptions, threads: int, cluster_cpus: int) -> dict[int, dict[str, Any]]:
     import ray.data
 
     runner_options = dict(options.runner_options)
     backend = backend_name(model, options.backend)
     if backend == "onnxruntime":
         runner_options.setdefault("threads", threads)
+        if model_info is not None:
+            runner_options.setdefault("info", model_info)
     listed = {job.index: _listed_frames(job, options.pipeline) for job in jobs}
     bar = progress_bar("Segmenting", total=sum(frames or 0 for frames in listed.values()), unit="frame")
     counter = ray.remote(num_cpus=0)(_FrameCounter).remote() if not bar.disable else None
-    # Absolute paths: a worker's working directory is not the driver's (and on a cluster not even its machine).
-    rows = [{"index": job.index, "source": job.source, "path": str(Path(job.source).absolute()),
-             "output": str(job.output.absolute())} for job in jobs]
-    with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-        dataset = _dataset(ray, rows, model, model_sha256, options, backend, runner_options, threads, counter)
+    results: dict[int, dict[str, Any]] = {}
+    by_index = {job.index: job for job in jobs}
+    lost = jobs
+    try:
+        # First try: two sources in flight per actor, so that the next one already waits on the actor when the
+        # last one ends (handed over by Ray Data's scheduler it came 0.17 s later, an idle worker per source).
+        # An actor that dies takes the source waiting on it too, so the sources lost are tried once more, one
+        # per actor at a time: then only the source that kills its worker fails.
+        for attempt, in_flight in ((1, 2), (2, 1)):
+            if attempt > 1:
+                logger.warning("%d of %d sources were lost with a worker process that died; trying them once more, "
+                               "one per worker", len(lost), len(jobs))
+                if counter is not None:
+                    ray.get(counter.forget.remote([job.index for job in lost]))
+            # When the cluster has the CPUs for every worker, sources are handed out once all have started: else
+            # the first one up takes two (the longest) while the others still start. A cluster that must grow
+            # first (autoscaling) starts on the workers it has.
+            actors = min(options.workers, len(lost))
+            ray.data.DataContext.get_current().wait_for_min_actors_s = \
+                _ACTORS_START_TIMEOUT_S if actors * threads <= cluster_cpus else -1
+            with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+                dataset = _dataset(ray, _rows(lost, listed), model, model_sha256, options, backend, runner_options,
+                                   threads, counter, in_flight)
+            for result in _results(dataset):
+                if result is not None:
+                    result["output"] = str(by_index[result["index"]].output)  # as the driver names it
+                    result["attempts"] = attempt
+                    results[result["index"]] = result
+                    if not bar.disable:
+                        bar.write(_finished_line(result), file=sys.stderr)
+                if counter is not None:
+                    bar.n, bar.total = _bar_position(ray.get(counter.get.remote()), results, listed)
+                    bar.refresh()
+            lost = [job for job in jobs if job.index not in results]
+            if not lost:
+                break
+    finally:
+        bar.close()
+    for job in lost:  # rows lost with their actor twice (killed, segfault): Ray Data dropped them, we do not
+        results[job.index] = {"index": job.index, "source": job.source, "output": str(job.output),
+                              "status": "failed", "attempts": 2, "error": "the worker process died while segmenting "
+                              "it, on both tries (out of memory? a crash in a native library?); see the Ray logs"}
+    return results
 
+
+def _rows(jobs: list[SourceJob], listed: dict[int, int | None]) -> list[dict[str, Any]]:
+    """One row per source, the longest first (unknown lengths first of all), so that the job does not end on one
+    worker finishing a long source while the others idle."""
+    longest_first = sorted(jobs, key=lambda job: -(listed[job.index] or math.inf))
+    # Absolute paths: a worker's working directory is not the driver's (and on a cluster not even its machine).
+    return [{"index": job.index, "source": job.source, "path": str(Path(job.source).absolute()),
+             "output": str(job.output.absolute())} for job in longest_first]
+
+
+def _results(dataset: Any) -> Iterator[dict[str, Any] | None]:
+    """Each source's result as its worker finishes it, and None every _POLL_S without one (to move the bar)."""
     arrived: queue.Queue = queue.Queue()
 
     def consume() -> None:
@@ -700,55 +774,38 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, model_sha256: str, op
             arrived.put(exc)
         arrived.put(None)
 
-    results: dict[int, dict[str, Any]] = {}
-    by_index = {job.index: job for job in jobs}
-    consumer = threading.Thread(target=consume, name="lrnnet-batch-results", daemon=True)
-    consumer.start()
-    try:
-        while True:
-            try:
-                item = arrived.get(timeout=_POLL_S)
-            except queue.Empty:
-                item = "poll"
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                if type(item).__module__.startswith("ray"):  # the job, not a source (actors that cannot start)
-                    raise InputError(f"the Ray job failed: {type(item).__name__}: {' '.join(str(item).split())[:300]}"
-                                     " (see the Ray logs)") from item
-                raise item
-            if isinstance(item, dict):
-                item["output"] = str(by_index[item["index"]].output)  # as the driver names it, not the worker
-                results[item["index"]] = item
-                if not bar.disable:
-                    bar.write(_finished_line(item), file=sys.stderr)
-            if counter is not None:
-                bar.n, bar.total = _bar_position(ray.get(counter.get.remote()), results, listed)
-                bar.refresh()
-    finally:
-        bar.close()
-    for job in jobs:  # rows lost with their actor (killed, segfault): Ray Data dropped them, we do not
-        if job.index not in results:
-            results[job.index] = {"index": job.index, "source": job.source, "output": str(job.output),
-                                  "status": "failed", "error": "the worker process died while segmenting it "
-                                  "(out of memory? a crash in a native library?); see the Ray logs"}
-    return results
+    threading.Thread(target=consume, name="lrnnet-batch-results", daemon=True).start()
+    while True:
+        try:
+            item = arrived.get(timeout=_POLL_S)
+        except queue.Empty:
+            yield None
+            continue
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            if type(item).__module__.startswith("ray"):  # the job, not a source (actors that cannot start)
+                raise InputError(f"the Ray job failed: {type(item).__name__}: {' '.join(str(item).split())[:300]}"
+                                 " (see the Ray logs)") from item
+            raise item
+        yield item
 
 
 def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: str, options: BatchOptions,
-             backend: str, runner_options: dict[str, Any], threads: int, counter: Any) -> Any:
+             backend: str, runner_options: dict[str, Any], threads: int, counter: Any, in_flight: int) -> Any:
     gpus = 1 if _needs_gpu(model, options.backend, options.device) else 0
     # One block per row, so that rows go to whichever actor is free (a block is the unit handed out).
     return ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         _SegmentWorker, batch_size=1, batch_format="numpy",
-        # One source at a time per actor: a source queued behind another on a busy actor would wait while
-        # an idle actor has nothing (Ray Data's default queues several per actor).
-        compute=ray.data.ActorPoolStrategy(size=min(options.workers, len(rows)), max_tasks_in_flight_per_actor=1),
+        # `in_flight` sources per actor, not Ray Data's default of several: a source queued behind others on a
+        # busy actor would wait while an idle actor has nothing.
+        compute=ray.data.ActorPoolStrategy(size=min(options.workers, len(rows)), max_tasks_in_flight_per_actor=in_flight),
         fn_constructor_kwargs={"model": str(model.absolute()), "model_sha256": model_sha256, "backend": backend,
                                "device": options.device, "runner_options": runner_options, "threads": threads,
                                "pipeline": options.pipeline, "counter": counter, "pin_cpus": options.pin_cpus},
         num_cpus=threads, num_gpus=gpus or None,
-        # A source that crashes its actor fails once, not in a loop; Ray still restarts the actor.
+        # Ray does not retry a source that crashes its actor (_execute tries the lost ones once more, alone);
+        # it still restarts the actor.
         max_task_retries=0)
 
 
