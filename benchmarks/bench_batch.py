@@ -16,7 +16,9 @@ start in every job and that is timed: "job" frames/s are frames / the job's wall
 for), "processing" frames/s are frames / first source started to last finished (what a long job tends to);
 the difference, the actors' start-up (Ray Data's worker imports, the model load) and wind-down, is printed
 too. A short job per configuration warms up first, untimed. Each figure is min / median / max over the
-rounds; the ratios are of medians. Absolute figures are this machine's only.
+rounds; each ratio is taken within a round (the two configurations ran back to back) and given as min /
+median / max over the rounds, so that a machine that slows down between rounds moves both sides.
+Absolute figures are this machine's only.
 """
 
 from __future__ import annotations
@@ -119,11 +121,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{'seeded LRNNet ' + 'x'.join(map(str, args.size)) if args.model is None else args.model}, "
           f"{cores} usable CPUs, {args.rounds} rounds round-robin")
     print(f"{'frames/s (min / median / max)':<36}{'job':>20}{'processing':>20}{'start-up s':>12}{'cores':>7}")
-    medians: dict[str, dict[str, float]] = {}
     for name, samples in figures.items():
         job = sorted(s["job"] for s in samples)
         proc = sorted(s["processing"] for s in samples)
-        medians[name] = {"job": statistics.median(job), "processing": statistics.median(proc)}
         extra = ""
         if "startup" in samples[0]:
             extra = (f"{statistics.median(s['startup'] for s in samples):>12.1f}"
@@ -131,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             if name.endswith(", pinned") and not all(s["pinned"] for s in samples):
                 extra += "  (not pinned: too few free CPUs)"
         print(f"{name:<36}{_triple(job):>20}{_triple(proc):>20}{extra}")
-    single = next(v for k, v in medians.items() if k.startswith("single"))
-    _ratio("2 workers / 1 worker", medians[TWO], medians[ONE], " (target >= 1.7x)")
-    _ratio("2 workers / single process", medians[TWO], single)
+    single = next(k for k in figures if k.startswith("single"))
+    print("ratios of the same round (min / median / max over rounds):")
+    _ratio("2 workers / 1 worker", figures[TWO], figures[ONE], "  (target >= 1.7x)")
+    _ratio("2 workers / single process", figures[TWO], figures[single])
     if args.pinned:
-        _ratio("2 workers / 1 worker, pinned", medians[TWO + ", pinned"], medians[ONE + ", pinned"])
-        _ratio("1 worker pinned / unpinned", medians[ONE + ", pinned"], medians[ONE])
-        _ratio("2 workers pinned / unpinned", medians[TWO + ", pinned"], medians[TWO])
+        _ratio("2 workers / 1 worker, pinned", figures[TWO + ", pinned"], figures[ONE + ", pinned"])
+        _ratio("1 worker pinned / unpinned", figures[ONE + ", pinned"], figures[ONE])
+        _ratio("2 workers pinned / unpinned", figures[TWO + ", pinned"], figures[TWO])
     return 0
 
 
@@ -150,8 +151,13 @@ def _fresh(out: Path) -> Path:
     return out
 
 
-def _ratio(label: str, a: dict[str, float], b: dict[str, float], note: str = "") -> None:
-    print(f"{label}: job {a['job'] / b['job']:.2f}x, processing {a['processing'] / b['processing']:.2f}x{note}")
+def _ratio(label: str, a: list[dict[str, float]], b: list[dict[str, float]], note: str = "") -> None:
+    """Round by round (both measured minutes apart, not an hour), then min / median / max."""
+    def spread(key: str) -> str:
+        ratios = sorted(x[key] / y[key] for x, y in zip(a, b))
+        return f"{ratios[0]:.2f} / {statistics.median(ratios):.2f} / {ratios[-1]:.2f}x"
+
+    print(f"  {label:<30} job {spread('job')}, processing {spread('processing')}{note}")
 
 
 def _triple(values: list[float]) -> str:
