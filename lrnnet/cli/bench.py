@@ -96,7 +96,7 @@ def _body(args: argparse.Namespace) -> int:
         runs_on_cpu,
         sweep,
     )
-    from lrnnet.runtime.factory import backend_for_path, open_runner
+    from lrnnet.runtime.factory import open_runner, resolve_backend
     from lrnnet.runtime.latency import PAPER_SETTING
 
     if (args.height is None) != (args.width is None):
@@ -106,7 +106,7 @@ def _body(args: argparse.Namespace) -> int:
     if not args.model.is_file():
         raise InputError(f"model file {args.model} does not exist")
     preflight(inputs=[args.model], outputs=[args.json])
-    backend = backend_for_path(args.model) if args.backend == "auto" else args.backend
+    backend = resolve_backend(args.model, args.backend)
     sizes = (args.sweep or list(SWEEP_SIZES)) if args.sweep is not None else \
         [None if args.height is None else (args.height, args.width)]
 

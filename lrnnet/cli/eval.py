@@ -51,9 +51,9 @@ def _prediction_dir(root: Path | None, index: int, model: Path, several: bool) -
 def _runner_options(model: Path, args: argparse.Namespace) -> dict:
     """Per-backend options. A .pth is the FP32 reference unless --fp16 (torch would autocast on CUDA).
     ONNX Runtime takes its thread count per session; torch's is process-wide (set once in _body)."""
-    from lrnnet.runtime.factory import backend_for_path
+    from lrnnet.runtime.factory import resolve_backend
 
-    chosen = backend_for_path(model) if args.backend == "auto" else args.backend
+    chosen = resolve_backend(model, args.backend)
     if chosen == "torch":
         return {"fp16": args.fp16}
     return {"threads": args.threads} if args.threads is not None and chosen == "onnxruntime" else {}

@@ -15,9 +15,9 @@ __all__ = ["check_sizes", "common_size", "open_at_size"]
 
 def _exported_size(path: Path, backend: str) -> tuple[int, int] | None:
     """The input size an exported model records (None for a .pth, which runs any size)."""
-    from lrnnet.runtime.factory import backend_for_path
+    from lrnnet.runtime.factory import resolve_backend
 
-    chosen = backend_for_path(path) if backend == "auto" else backend
+    chosen = resolve_backend(path, backend)
     if chosen != "onnxruntime" or path.suffix.lower() != ".onnx":
         return None
     from lrnnet.export.metadata import read_model_info
@@ -58,12 +58,12 @@ def open_at_size(path: str | Path, size: tuple[int, int] | None = None, backend:
     A .pth runs any size; a dynamic ONNX runs at `size` (its metadata's size is replaced); a static
     ONNX or an engine must have been exported at `size` (InputError otherwise, saying what to do).
     """
-    from lrnnet.runtime.factory import backend_for_path, open_runner
+    from lrnnet.runtime.factory import open_runner, resolve_backend
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"model file {path} does not exist")
-    chosen = backend_for_path(path) if backend == "auto" else backend
+    chosen = resolve_backend(path, backend)
     if size is None:
         return open_runner(path, backend=backend, device=device, **options)
     if chosen == "torch":

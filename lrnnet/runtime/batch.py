@@ -616,11 +616,8 @@ def plan_threads(workers: int, cluster_cpus: int, node_cpus: int, threads: int |
     return max(1, min(node_cpus, cluster_cpus // workers))
 
 
-def _needs_gpu(model: Path, backend: str, device: str | None) -> bool:
-    from lrnnet.runtime import backend_for_path
-
-    chosen = backend_for_path(model) if backend == "auto" else backend
-    return chosen == "tensorrt" or (device is not None and (device.startswith("cuda") or device == "tensorrt"))
+def _needs_gpu(backend: str, device: str | None) -> bool:
+    return backend == "tensorrt" or (device is not None and (device.startswith("cuda") or device == "tensorrt"))
 
 
 # -- the job ---------------------------------------------------------------------------------------------
@@ -636,19 +633,18 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     """
     options = options or BatchOptions()
     model, output_dir = Path(model), Path(output_dir)
-    from lrnnet.runtime import backend_for_path
+    from lrnnet.runtime.factory import resolve_backend
 
     jobs = plan_jobs(read_sources(sources), output_dir, options.pipeline.output_kind)
     check_output_dir(output_dir)
     if not model.is_file():
         raise InputError(f"model {model} does not exist" if not model.exists() else f"model {model} is not a file")
-    backend_for_path(model)  # an unknown model type fails here, not once per source in the workers
+    backend = resolve_backend(model, options.backend)  # an unknown model type or backend fails here, not per source
     model_sha256 = file_sha256(model)
     # An ONNX model's metadata is read and its weights digest checked here, once, so that a corrupt model is bad
     # input before anything is written; the actors then load the very bytes checked (same SHA-256) without
     # importing `onnx`, whose ml_dtypes alone takes 0.5 s of each actor's start.
-    onnx_on_ort = backend_name(model, options.backend) == backend_for_path(model) == "onnxruntime"
-    model_info = read_model_info(model) if onnx_on_ort else None
+    model_info = read_model_info(model) if backend == "onnxruntime" else None
     settings = output_settings(options.pipeline)
 
     skipped: dict[int, dict[str, Any]] = {}
@@ -685,7 +681,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             logger.info("Ray %s: %d workers x %s on %d CPUs", session.address, options.workers, count_text(threads),
                         cluster_cpus)
             start = time.perf_counter()
-            results.update(_execute(session.ray, todo, model, model_sha256, model_info, options, threads, cluster_cpus))
+            results.update(_execute(session.ray, todo, model, backend, model_sha256, model_info, options, threads))
             wall_s = time.perf_counter() - start
         address = session.address if session is not None else None
     finally:
@@ -694,12 +690,11 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
 
 
-def _execute(ray: Any, jobs: list[SourceJob], model: Path, model_sha256: str, model_info: ModelInfo | None,
-             options: BatchOptions, threads: int, cluster_cpus: int) -> dict[int, dict[str, Any]]:
+def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_sha256: str,
+             model_info: ModelInfo | None, options: BatchOptions, threads: int) -> dict[int, dict[str, Any]]:
     import ray.data
 
     runner_options = dict(options.runner_options)
-    backend = backend_name(model, options.backend)
     if backend == "onnxruntime":
         runner_options.setdefault("threads", threads)
         if model_info is not None:
@@ -721,12 +716,6 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, model_sha256: str, mo
                                "one per worker", len(lost), len(jobs))
                 if counter is not None:
                     ray.get(counter.forget.remote([job.index for job in lost]))
-            # When the cluster has the CPUs for every worker, sources are handed out once all have started: else
-            # the first one up takes two (the longest) while the others still start. A cluster that must grow
-            # first (autoscaling) starts on the workers it has.
-            actors = min(options.workers, len(lost))
-            ray.data.DataContext.get_current().wait_for_min_actors_s = \
-                _ACTORS_START_TIMEOUT_S if actors * threads <= cluster_cpus else -1
             with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
                 dataset = _dataset(ray, _rows(lost, listed), model, model_sha256, options, backend, runner_options,
@@ -793,13 +782,20 @@ def _results(dataset: Any) -> Iterator[dict[str, Any] | None]:
 
 def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: str, options: BatchOptions,
              backend: str, runner_options: dict[str, Any], threads: int, counter: Any, in_flight: int) -> Any:
-    gpus = 1 if _needs_gpu(model, options.backend, options.device) else 0
+    gpus = 1 if _needs_gpu(backend, options.device) else 0
+    actors = min(options.workers, len(rows))
+    # When the cluster has the CPUs (and GPUs) free for every worker, sources are handed out once all have
+    # started: else the first one up takes two, the longest, while the others still start. A cluster that must
+    # grow first (autoscaling) or is busy with other jobs starts on the workers it can hold.
+    free = ray.available_resources()
+    fits = actors * threads <= free.get("CPU", 0) and actors * gpus <= free.get("GPU", 0)
+    ray.data.DataContext.get_current().wait_for_min_actors_s = _ACTORS_START_TIMEOUT_S if fits else -1
     # One block per row, so that rows go to whichever actor is free (a block is the unit handed out).
     return ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         _SegmentWorker, batch_size=1, batch_format="numpy",
         # `in_flight` sources per actor, not Ray Data's default of several: a source queued behind others on a
         # busy actor would wait while an idle actor has nothing.
-        compute=ray.data.ActorPoolStrategy(size=min(options.workers, len(rows)), max_tasks_in_flight_per_actor=in_flight),
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=in_flight),
         fn_constructor_kwargs={"model": str(model.absolute()), "model_sha256": model_sha256, "backend": backend,
                                "device": options.device, "runner_options": runner_options, "threads": threads,
                                "pipeline": options.pipeline, "counter": counter, "pin_cpus": options.pin_cpus},
@@ -807,12 +803,6 @@ def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: st
         # Ray does not retry a source that crashes its actor (_execute tries the lost ones once more, alone);
         # it still restarts the actor.
         max_task_retries=0)
-
-
-def backend_name(model: Path, backend: str) -> str:
-    from lrnnet.runtime import backend_for_path
-
-    return backend_for_path(model) if backend == "auto" else backend
 
 
 def _listed_frames(job: SourceJob, pipeline: PipelineOptions) -> int | None:

@@ -13,7 +13,7 @@ from lrnnet.errors import InputError
 from lrnnet.log import logger
 from lrnnet.runtime.runner import Runner
 
-__all__ = ["BACKENDS", "MODEL_SUFFIXES", "backend_for_path", "open_runner"]
+__all__ = ["BACKENDS", "MODEL_SUFFIXES", "backend_for_path", "open_runner", "resolve_backend"]
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 # File type -> backend, the rule of backend="auto".
@@ -27,6 +27,17 @@ def backend_for_path(path: str | Path) -> str:
         raise InputError(f"{path}: unknown model type '{suffix or '(no suffix)'}'; expected "
                          f"{', '.join(sorted(MODEL_SUFFIXES))}")
     return MODEL_SUFFIXES[suffix]
+
+
+def resolve_backend(path: str | Path, backend: str = "auto") -> str:
+    """The backend that runs `path`: its file type's for "auto", else `backend` if it can run that file type."""
+    if backend not in ("auto", *BACKENDS):
+        raise InputError(f"unknown backend '{backend}'; choose one of auto, {', '.join(BACKENDS)}")
+    chosen = backend_for_path(path) if backend == "auto" else backend
+    if backend != "auto" and MODEL_SUFFIXES.get(Path(path).suffix.lower(), chosen) != chosen:
+        raise InputError(f"backend '{backend}' cannot run {path} (a {Path(path).suffix} file is for "
+                         f"'{MODEL_SUFFIXES[Path(path).suffix.lower()]}')")
+    return chosen
 
 
 def open_runner(path: str | Path, backend: str = "auto", device: str | None = None, **options: Any) -> Runner:
@@ -45,10 +56,7 @@ def open_runner(path: str | Path, backend: str = "auto", device: str | None = No
         raise InputError(f"model file {path} does not exist")
     if not path.is_file():
         raise InputError(f"model {path} is not a file")
-    chosen = backend_for_path(path) if backend == "auto" else backend
-    if backend != "auto" and MODEL_SUFFIXES.get(path.suffix.lower(), chosen) != chosen:
-        raise InputError(f"backend '{backend}' cannot run {path} (a {path.suffix} file is for "
-                         f"'{MODEL_SUFFIXES[path.suffix.lower()]}')")
+    chosen = resolve_backend(path, backend)
     if chosen == "tensorrt":
         from lrnnet.runtime.tensorrt_runner import TensorRTRunner
 

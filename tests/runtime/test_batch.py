@@ -278,7 +278,7 @@ def test_an_output_that_is_another_source_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no sources", "empty list", "output-dir parent", "same stem", "workers 0",
-                                  "camera", "-o with many", "corrupt model"])
+                                  "camera", "-o with many", "corrupt model", "backend for another model"])
 def test_bad_input_is_exit_2_and_no_output(case, sources, tiny_onnx, tmp_path):
     out = tmp_path / "out"
     two = [sources["north"], sources["south"]]
@@ -293,6 +293,7 @@ def test_bad_input_is_exit_2_and_no_output(case, sources, tiny_onnx, tmp_path):
         "-o with many": [*two, "--model", tiny_onnx, "-o", tmp_path / "x.mp4", "--output-dir", out],
         "corrupt model": [*two, "--model", _write(tmp_path / "cut.onnx", Path(tiny_onnx).read_bytes()[:5000]),
                           "--output-dir", out],
+        "backend for another model": [*two, "--model", tiny_onnx, "--backend", "torch", "--output-dir", out],
     }[case]
     rc, _, stderr = _cli(*args)
     assert rc == 2, stderr
