@@ -5,11 +5,12 @@
 The sources become a Ray Dataset of one row per source (the longest first), one block per row;
 `map_batches` with an actor class (`ActorPoolStrategy(size=workers)`, `batch_size=1`, two rows in flight
 per actor, so that the next source waits on the actor, not in the driver) hands each row to one of
-`workers` actors, once all of them have started when the cluster has their CPUs. An actor opens its runner once, then segments whole sources with the single-video path
-(`lrnnet.runtime.video.run_video`: decode, infer and encode threads, streaming, the output written
-beside its target, verified and committed by rename), so memory stays flat in video length and count
-and each output is what `lrnnet-infer SOURCE` writes (the tests compare them frame by frame). Ray Data schedules rows on free actors
-and runs unchanged on a local Ray (started here for the run) or a cluster by address.
+`workers` actors, once all of them have started when the cluster has their CPUs free. An actor opens its
+runner once, then segments whole sources with the single-video path (`lrnnet.runtime.video.run_video`:
+decode, infer and encode threads, streaming, the output written beside its target, verified and
+committed by rename), so memory stays flat in video length and count and each output is what
+`lrnnet-infer SOURCE` writes (the tests compare them frame by frame). Ray Data schedules rows on free
+actors and runs unchanged on a local Ray (started here for the run) or a cluster by address.
 
 Outputs: `<output_dir>/<stem>_seg.mp4` (or `<stem>_labels/`), plus a done-marker `<output>.json`
 written after the output's commit: the source's size and mtime, the model's SHA-256, the settings
@@ -369,7 +370,8 @@ class _SegmentWorker:
         self._load_error: str | None = None
         try:
             if file_sha256(model) != model_sha256:  # the driver checked (and the markers record) other bytes
-                raise InputError(f"model {model} changed after the job started (its SHA-256 differs); run again")
+                raise InputError(f"model {model} on this worker is not the file the job checked (its SHA-256 differs: "
+                                 "changed since the job started, or another copy at that path on this node)")
             if backend == "torch":
                 import torch
 

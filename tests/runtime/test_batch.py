@@ -513,5 +513,5 @@ def test_a_worker_refuses_a_model_changed_after_the_check(tiny_onnx, tmp_path):
     out = tmp_path / "a_seg.mp4"
     result = json.loads(worker({"index": np.array([0]), "source": np.array(["a.mp4"]), "path": np.array(["a.mp4"]),
                                 "output": np.array([str(out)])})["result"][0])
-    assert result["status"] == "failed" and "changed after the job started" in result["error"]
+    assert result["status"] == "failed" and "not the file the job checked" in result["error"]
     assert not out.exists() and not tmp_path.joinpath("a_seg.mp4.json").exists()
