@@ -41,13 +41,14 @@ driver checked and opens it with that metadata, without importing `onnx` (0.5 s 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import math
 import os
 import platform
-import queue
+import signal
 import socket
 import sys
 import threading
@@ -59,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import lrnnet
-from lrnnet._io import file_sha256
+from lrnnet._io import TEMP_MARK, clean_stale_temps, file_sha256, glob_escape
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import count_text
 from lrnnet.errors import InputError
@@ -76,6 +77,7 @@ MARKER_SCHEMA = "lrnnet.batch.done/1"
 _CONNECT_TIMEOUT_S = 3.0  # TCP connect to a cluster's GCS before ray.init: an unreachable address fails fast
 _PROBE_TIMEOUT_S = 8.0  # asking that address for Ray's GCS
 _INIT_TIMEOUT_S = 30.0  # then joining the cluster
+_TEMPS_WAIT_S = 5.0  # after the job, for stopped workers to end before their temporaries are removed
 _ACTORS_START_TIMEOUT_S = 120  # every worker's start (Ray Data's wait_for_min_actors_s), when the CPUs are there
 _POLL_S = 0.25  # how often the driver reads the frame counter
 _FLUSH_S = 0.25  # how often an actor sends its frame count
@@ -502,21 +504,22 @@ class _RaySession:
         import logging
 
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
-        if address is not None:
-            check_ray_address(address)
-            _probe_gcs(address)
-            _bounded(lambda: ray.init(address=address, **kwargs), _INIT_TIMEOUT_S,
-                     f"cannot join the Ray cluster at {address}")
-            self.address = address
-        else:
-            # address="local": a new Ray of our own, never one another user left running on this machine
-            # (ray.init() alone joins the last cluster started here). In the main thread, not _bounded: Ray
-            # ties the life of the processes it starts to the thread that started them (PR_SET_PDEATHSIG).
-            try:
-                ray.init(address="local", num_cpus=local_cpus, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - a machine limit (no /tmp space, ports), one line
-                raise InputError(f"cannot start a local Ray: {' '.join(str(exc).split())[:300]}") from None
-            self.address = f"local ({_current_address(ray)}, started for this run)"
+        with _own_signal_handlers():
+            if address is not None:
+                check_ray_address(address)
+                _probe_gcs(address)
+                _bounded(lambda: ray.init(address=address, **kwargs), _INIT_TIMEOUT_S,
+                         f"cannot join the Ray cluster at {address}")
+                self.address = address
+            else:
+                # address="local": a new Ray of our own, never one another user left running on this machine
+                # (ray.init() alone joins the last cluster started here). In the main thread, not _bounded: Ray
+                # ties the life of the processes it starts to the thread that started them (PR_SET_PDEATHSIG).
+                try:
+                    ray.init(address="local", num_cpus=local_cpus, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - a machine limit (no /tmp space, ports), one line
+                    raise InputError(f"cannot start a local Ray: {' '.join(str(exc).split())[:300]}") from None
+                self.address = f"local ({_current_address(ray)}, started for this run)"
         self.started = True
         _quiet_ray_data()
 
@@ -529,6 +532,23 @@ class _RaySession:
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+@contextlib.contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """The SIGTERM/SIGHUP/SIGINT handlers of this process as they were before ray.init, which sets its own for
+    SIGTERM (`sys.exit(15)` after a stack dump): a stopped job must unwind like one interrupted, so that the
+    actors are shut down with Ray and no temporary output is left behind."""
+    names = ("SIGTERM", "SIGHUP", "SIGINT")
+    main = threading.current_thread() is threading.main_thread()
+    saved = {signum: signal.getsignal(signum) for name in names if (signum := getattr(signal, name, None))} \
+        if main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: set outside Python; nothing of ours to put back
+                signal.signal(signum, handler)
 
 
 def _current_address(ray: Any) -> str:
@@ -663,6 +683,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
 
     results: dict[int, dict[str, Any]] = dict(skipped)
     session = None
+    created_dir = False
     threads = options.threads or 1
     startup_s = wall_s = 0.0
     try:
@@ -678,6 +699,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             session = _RaySession(options.ray_address, local_cpus)
             cluster_cpus, node_cpus = session.cpus()
             threads = plan_threads(options.workers, cluster_cpus, node_cpus, options.threads)
+            created_dir = not output_dir.exists()
             output_dir.mkdir(exist_ok=True)
             startup_s = time.perf_counter() - start
             logger.info("Ray %s: %d workers x %s on %d CPUs", session.address, options.workers, count_text(threads),
@@ -689,7 +711,26 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     finally:
         if session is not None:
             session.close()
+            # Stopped midway (Ctrl-C, SIGTERM, an error) or a worker killed: its temporaries go, and the folder
+            # if this run made it and nothing was committed in it. Committed outputs stay (a rerun skips them).
+            _clean_worker_temps(todo, _TEMPS_WAIT_S)
+            if created_dir and not any(output_dir.iterdir()):
+                output_dir.rmdir()
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
+
+
+def _clean_worker_temps(jobs: list[SourceJob], wait_s: float) -> None:
+    """Remove the temporaries of these sources' outputs and markers whose writer has ended, waiting up to `wait_s`
+    for workers that Ray is still stopping (a writer that is still alive after that keeps its own)."""
+    deadline = time.monotonic() + wait_s
+    targets = [target for job in jobs for target in (job.output, job.marker)]
+    while targets:
+        for target in targets:
+            clean_stale_temps(target)
+        targets = [target for target in targets if any(target.parent.glob(f".{glob_escape(target.name)}{TEMP_MARK}*"))]
+        if not targets or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_sha256: str,
@@ -707,6 +748,7 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
     results: dict[int, dict[str, Any]] = {}
     by_index = {job.index: job for job in jobs}
     lost = jobs
+    refresher = _BarRefresher(bar, counter, results, listed)
     try:
         # First try: two sources in flight per actor, so that the next one already waits on the actor when the
         # last one ends (handed over by Ray Data's scheduler it came 0.17 s later, an idle worker per source).
@@ -723,19 +765,16 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
                 dataset = _dataset(ray, _rows(lost, listed), model, model_sha256, options, backend, runner_options,
                                    threads, counter, in_flight)
             for result in _results(dataset):
-                if result is not None:
-                    result["output"] = str(by_index[result["index"]].output)  # as the driver names it
-                    result["attempts"] = attempt
-                    results[result["index"]] = result
-                    if not bar.disable:
-                        bar.write(_finished_line(result), file=sys.stderr)
-                if counter is not None:
-                    bar.n, bar.total = _bar_position(ray.get(counter.get.remote()), results, listed)
-                    bar.refresh()
+                result["output"] = str(by_index[result["index"]].output)  # as the driver names it
+                result["attempts"] = attempt
+                results[result["index"]] = result
+                if not bar.disable:
+                    bar.write(_finished_line(result), file=sys.stderr)
             lost = [job for job in jobs if job.index not in results]
             if not lost:
                 break
     finally:
+        refresher.stop()
         bar.close()
     for job in lost:  # rows lost with their actor twice (killed, segfault): Ray Data dropped them, we do not
         results[job.index] = {"index": job.index, "source": job.source, "output": str(job.output),
@@ -753,33 +792,49 @@ def _rows(jobs: list[SourceJob], listed: dict[int, int | None]) -> list[dict[str
              "output": str(job.output.absolute())} for job in longest_first]
 
 
-def _results(dataset: Any) -> Iterator[dict[str, Any] | None]:
-    """Each source's result as its worker finishes it, and None every _POLL_S without one (to move the bar)."""
-    arrived: queue.Queue = queue.Queue()
+def _results(dataset: Any) -> Iterator[dict[str, Any]]:
+    """Each source's result as its worker finishes it. In the calling (main) thread, so that Ctrl-C or SIGTERM
+    unwinds Ray Data's iterator, and with it the job, before Ray is shut down: a thread still iterating then
+    would start a new Ray of its own (Ray Data's auto-init)."""
+    try:
+        for row in dataset.iter_rows():
+            yield json.loads(row["result"])
+    except Exception as exc:
+        if type(exc).__module__.startswith("ray"):  # the job, not a source (actors that cannot start)
+            raise InputError(f"the Ray job failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                             " (see the Ray logs)") from exc
+        raise
 
-    def consume() -> None:
-        try:
-            for row in dataset.iter_rows():
-                arrived.put(json.loads(row["result"]))
-        except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
-            arrived.put(exc)
-        arrived.put(None)
 
-    threading.Thread(target=consume, name="lrnnet-batch-results", daemon=True).start()
-    while True:
-        try:
-            item = arrived.get(timeout=_POLL_S)
-        except queue.Empty:
-            yield None
-            continue
-        if item is None:
+class _BarRefresher:
+    """Moves the progress bar every _POLL_S from the actors' frame counter (a thread: the main one waits on rows)."""
+
+    def __init__(self, bar: Any, counter: Any, results: dict[int, dict[str, Any]],
+                 listed: dict[int, int | None]) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if counter is None:
             return
-        if isinstance(item, BaseException):
-            if type(item).__module__.startswith("ray"):  # the job, not a source (actors that cannot start)
-                raise InputError(f"the Ray job failed: {type(item).__name__}: {' '.join(str(item).split())[:300]}"
-                                 " (see the Ray logs)") from item
-            raise item
-        yield item
+
+        def refresh() -> None:
+            import ray
+
+            while not self._stop.wait(_POLL_S):
+                try:
+                    counts = ray.get(counter.get.remote(), timeout=_POLL_S * 4)
+                except (ray.exceptions.RayError, TimeoutError):  # the bar misses a beat, not the job
+                    continue
+                bar.n, bar.total = _bar_position(counts, results, listed)
+                bar.refresh()
+
+        self._thread = threading.Thread(target=refresh, name="lrnnet-batch-bar", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Before Ray is shut down: a call on it afterwards would start a new one."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: str, options: BatchOptions,

@@ -70,6 +70,13 @@ def sources(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def long_videos(tmp_path_factory) -> list[Path]:
+    """Two videos long enough to stop a job while its workers write them."""
+    folder = tmp_path_factory.mktemp("long_sources")
+    return [write_synthetic_video(folder / f"long_{i}.mp4", size=VIDEO_SIZE, frames=600, seed=i) for i in range(2)]
+
+
+@pytest.fixture(scope="module")
 def first_run(local_ray, sources, tiny_onnx, tmp_path_factory):
     """lrnnet-infer on the five sources, 2 workers pinned to their CPUs, into a fresh folder: (rc, stdout,
     stderr, out dir, report)."""
@@ -515,3 +522,58 @@ def test_a_worker_refuses_a_model_changed_after_the_check(tiny_onnx, tmp_path):
                                 "output": np.array([str(out)])})["result"][0])
     assert result["status"] == "failed" and "not the file the job checked" in result["error"]
     assert not out.exists() and not tmp_path.joinpath("a_seg.mp4.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's Ray processes through /proc (Linux)")
+@pytest.mark.parametrize(("signame", "status", "line"), [("SIGTERM", 143, "terminated by SIGTERM"),
+                                                         ("SIGINT", 130, "interrupted")])
+def test_a_stopped_job_unwinds_with_one_line_and_leaves_nothing(signame, status, line, long_videos, tiny_onnx,
+                                                               tmp_path):
+    """SIGTERM or Ctrl-C while the workers write: one line and the signal's exit status (Ray's own SIGTERM
+    handler, a stack dump and exit 15, does not take over), no temporary left, the folder gone when nothing
+    was committed in it, and no process of the job's Ray left running (nor a new Ray started after it)."""
+    import signal
+
+    from lrnnet._io import TEMP_MARK
+
+    ray_temp = Path(f"/tmp/lrnnet_sig_{os.getpid()}")  # the job's Ray, told apart by its temp dir (short: sockets)
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_TMPDIR": str(ray_temp), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen([sys.executable, "-m", "lrnnet.cli.infer", *map(str, long_videos), "--model", str(tiny_onnx),
+                            "--output-dir", str(out), "--no-progress"], env=env, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.poll() is None and not (
+                out.is_dir() and any(TEMP_MARK in p.name for p in out.iterdir())):
+            time.sleep(0.02)
+        assert job.poll() is None, "the job ended before a worker wrote"
+        job.send_signal(getattr(signal, signame))
+        _, stderr = job.communicate(timeout=60)
+        assert job.returncode == status, stderr
+        assert stderr.strip().splitlines()[-1].startswith(f"lrnnet-infer: error: {line}") and "Traceback" not in stderr
+        assert "SIGTERM received" not in stderr
+        left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        assert not [name for name in left if TEMP_MARK in name], left
+        assert all(name.endswith(".json") or f"{name}.json" in left for name in left), left  # committed, with markers
+        assert left or not out.exists()
+        time.sleep(1)
+        assert _processes_of(ray_temp) == [], "processes of the job's Ray are still running"
+    finally:
+        if job.poll() is None:
+            job.kill()
+        _kill_cluster(ray_temp)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def _processes_of(temp_dir: Path) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace") if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if str(temp_dir) in cmdline:
+            found.append(cmdline.replace("\0", " ")[:120])
+    return found
