@@ -66,7 +66,9 @@ class PipelineOptions:
     output_kind: str = "overlay"  # overlay | mask | labels (trainId PNGs)
     alpha: float = 0.5  # overlay opacity of the colours
     max_frames: int | None = None  # stop after this many decoded frames
-    warmup: int = 2  # untimed inferences before the first frame (lazy init, CUDA graph capture, autotuning), less those the runner ran at that shape before
+    # Untimed inferences before the first frame (lazy init, CUDA graph capture, autotuning), less those the
+    # runner already ran at that input shape (the next video of a batch worker).
+    warmup: int = 2
     queue_size: int = 2  # frames waiting between two stages: enough to decouple them, few to keep latency low
     fps: float | None = None  # output frame rate; default the source's
     target_fps: float = PAPER_FPS
