@@ -57,6 +57,7 @@ __all__ = [
     "atomic_output",
     "check_writable",
     "clean_stale_temps",
+    "clean_stale_temps_in",
     "command_outputs",
     "file_sha256",
     "is_temp_name",
@@ -119,12 +120,35 @@ def clean_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
         return removed
     prefix = f".{target.name}{TEMP_MARK}"
     for path in target.parent.glob(f"{glob_escape(prefix)}*"):
-        pid_text = path.name[len(prefix):].split("-", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if not _writer_gone(path.name, prefix):
             continue
         _remove(path)
         removed.append(path)
     return removed
+
+
+def clean_stale_temps_in(folder: Path, names: Iterable[str]) -> list[Path]:
+    """`clean_stale_temps` for the outputs `names` of one folder, listing it once (a batch of thousands of
+    outputs); returns the temporaries it kept, whose writer is still alive."""
+    prefixes = {f".{name}{TEMP_MARK}" for name in names}
+    kept: list[Path] = []
+    if not folder.is_dir():
+        return kept
+    for path in folder.iterdir():
+        head, mark, _ = path.name.partition(TEMP_MARK)
+        if not mark or head + mark not in prefixes:
+            continue
+        if _writer_gone(path.name, head + mark):
+            _remove(path)
+        else:
+            kept.append(path)
+    return kept
+
+
+def _writer_gone(name: str, prefix: str) -> bool:
+    """The temporary `name` (after `prefix` comes its writer's pid) was left by a process that has ended."""
+    pid_text = name[len(prefix):].split("-", 1)[0]
+    return pid_text.isdigit() and not _pid_alive(int(pid_text))
 
 
 def glob_escape(text: str) -> str:

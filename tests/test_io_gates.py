@@ -26,6 +26,7 @@ from lrnnet._io import (
     atomic_output,
     check_writable,
     clean_stale_temps,
+    clean_stale_temps_in,
     command_outputs,
     is_temp_name,
     refuse_overwrite,
@@ -226,6 +227,21 @@ def test_refuse_overwrite(tmp_path):
             refuse_overwrite([model], [output])
     with pytest.raises(InputError, match="are the same file"):
         refuse_overwrite([], [tmp_path / "a.json", tmp_path / "." / "a.json"])
+
+
+def test_stale_temporaries_of_many_outputs_in_one_listing(tmp_path):
+    """clean_stale_temps_in: the same rule for several outputs of one folder; returns what it kept (live writers)."""
+    dead_a = tmp_path / f".a.mp4{TEMP_MARK}{_dead_pid()}-abcd.mp4"
+    dead_b = tmp_path / f".b.mp4.json{TEMP_MARK}{_dead_pid()}-abcd.json"
+    live_a = tmp_path / f".a.mp4{TEMP_MARK}{os.getpid()}-abcd.mp4"
+    odd = tmp_path / f".a.mp4{TEMP_MARK}notapid-abcd.mp4"
+    not_ours = tmp_path / f".c.mp4{TEMP_MARK}{_dead_pid()}-abcd.mp4"
+    output = tmp_path / "a.mp4"
+    for path in (dead_a, dead_b, live_a, odd, not_ours, output):
+        path.write_text("x")
+    assert sorted(clean_stale_temps_in(tmp_path, ["a.mp4", "b.mp4.json"])) == sorted([live_a, odd])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live_a, odd, not_ours, output))
+    assert clean_stale_temps_in(tmp_path / "missing", ["a.mp4"]) == []
 
 
 def test_stale_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path):

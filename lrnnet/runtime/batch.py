@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import lrnnet
-from lrnnet._io import TEMP_MARK, clean_stale_temps, file_sha256, glob_escape
+from lrnnet._io import clean_stale_temps_in, file_sha256
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import count_text
 from lrnnet.errors import InputError
@@ -713,23 +713,18 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             session.close()
             # Stopped midway (Ctrl-C, SIGTERM, an error) or a worker killed: its temporaries go, and the folder
             # if this run made it and nothing was committed in it. Committed outputs stay (a rerun skips them).
-            _clean_worker_temps(todo, _TEMPS_WAIT_S)
+            _clean_worker_temps(output_dir, todo, _TEMPS_WAIT_S)
             if created_dir and not any(output_dir.iterdir()):
                 output_dir.rmdir()
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
 
 
-def _clean_worker_temps(jobs: list[SourceJob], wait_s: float) -> None:
+def _clean_worker_temps(output_dir: Path, jobs: list[SourceJob], wait_s: float) -> None:
     """Remove the temporaries of these sources' outputs and markers whose writer has ended, waiting up to `wait_s`
     for workers that Ray is still stopping (a writer that is still alive after that keeps its own)."""
     deadline = time.monotonic() + wait_s
-    targets = [target for job in jobs for target in (job.output, job.marker)]
-    while targets:
-        for target in targets:
-            clean_stale_temps(target)
-        targets = [target for target in targets if any(target.parent.glob(f".{glob_escape(target.name)}{TEMP_MARK}*"))]
-        if not targets or time.monotonic() > deadline:
-            return
+    names = [name for job in jobs for name in (job.output.name, job.marker.name)]
+    while clean_stale_temps_in(output_dir, names) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
