@@ -6,8 +6,10 @@
   net in eval mode drifts block after block and its argmax is nearly constant).
 * ``tiny_onnx``: its verified FP32 export at 128x256, batch 1, static shape, logits output
   (what ``lrnnet-export tiny.pth --height 128 --width 256`` writes).
+* ``in_graph_onnx``: the same checkpoint with ``--dynamic --preprocess-in-graph --argmax``
+  (unsimplified, unverified).
 
-Both are session-scoped and read-only for the tests that use them: copy before modifying.
+All are session-scoped and read-only for the tests that use them: copy before modifying.
 """
 
 from __future__ import annotations
@@ -55,4 +57,20 @@ def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_onnx") / "lrnnet.onnx"
     # One street scene, a gradient and a checkerboard verify it (the CLI's default is three scenes).
     export_checkpoint(tiny_checkpoint, path, ExportOptions(height=TINY_SIZE[0], width=TINY_SIZE[1], verify_scenes=1))
+    return path
+
+
+@pytest.fixture(scope="session")
+def in_graph_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
+    """tiny_checkpoint exported with preprocessing and argmax in the graph and dynamic shapes (README's example).
+
+    One export covers three runner paths: uint8 NHWC BGR input, int32 labels output, no fixed batch.
+    Not simplified or verified (the export stage tests that), to keep it a few seconds.
+    """
+    from lrnnet.export import ExportOptions, export_checkpoint
+
+    path = tmp_path_factory.mktemp("in_graph_onnx") / "lrnnet_in_graph.onnx"
+    export_checkpoint(tiny_checkpoint, path, ExportOptions(height=TINY_SIZE[0], width=TINY_SIZE[1], dynamic=True,
+                                                           preprocess_in_graph=True, argmax=True, simplify=False,
+                                                           verify=False))
     return path

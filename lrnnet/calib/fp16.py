@@ -48,6 +48,7 @@ def convert_to_fp16(source: SourceModel, keep_io_fp32: bool = True, target: str 
         warnings.simplefilter("always")
         converted = float16.convert_float_to_float16(graph, keep_io_types=keep_io_fp32, node_block_list=blocked,
                                                      op_block_list=op_block_list)
+    _retype_casts_to_float16(converted)
     # One warning per weight below float16's range (|w| < 1e-7, set to +-1e-7): harmless, counted here.
     if caught:
         logger.debug("FP16: %d weights were outside float16's range and were clamped", len(caught))
@@ -61,3 +62,21 @@ def convert_to_fp16(source: SourceModel, keep_io_fp32: bool = True, target: str 
     dataclasses.replace(source.info, precision="fp16", extra=extra, engine_target=target,
                         engine_purpose=recipe.purpose).write_to(converted)
     return converted
+
+
+def _retype_casts_to_float16(model: onnx.ModelProto) -> None:
+    """Point every Cast to float32 whose output the converter retyped to float16 at float16.
+
+    The converter retypes the value_info of each float tensor outside the blocked nodes, but not a
+    Cast's `to` attribute: the uint8 -> float Cast of a --preprocess-in-graph export then declares a
+    float16 output while producing float32, and ONNX Runtime refuses the graph. A uint8 pixel is
+    exact in float16, so the Cast writes float16 directly (no second Cast).
+    """
+    float16_values = {value.name for value in model.graph.value_info
+                      if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    for node in model.graph.node:
+        if node.op_type != "Cast" or node.output[0] not in float16_values:
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
+                attribute.i = onnx.TensorProto.FLOAT16

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import onnx
 
-from lrnnet._io import atomic_output, preflight
+from lrnnet._io import preflight, write_bytes_atomic
 from lrnnet.calib.graph import SourceModel, load_source_onnx
 from lrnnet.calib.int8 import CalibrationRecord, Int8Options
 from lrnnet.calib.recipes import purpose_of, recipes_for
@@ -165,7 +165,7 @@ def make_precision_graph(source: SourceModel, options: BuildOptions,
         dataclasses.replace(source.info, engine_target=target,
                             engine_purpose=purpose_of(target, "fp32")).write_to(model)
     what = f"the {options.precision} graph of {source.path}"
-    check_runs_on_onnxruntime(model, what)
+    check_runs_on_onnxruntime(model, what, source=source.model)
     if target == "tensorrt":
         check_tensorrt_rules(model, what)
     return model, record
@@ -300,8 +300,8 @@ def _build_from_tensorrt_ready(options: BuildOptions, info: ModelInfo, start: fl
 
 
 def _write_onnx(model: onnx.ModelProto, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        onnx.save(model, str(tmp))
+    # lrnnet's writer, not onnx.save: a full disk is then an OSError naming the file.
+    write_bytes_atomic(path, model.SerializeToString())
 
 
 def _onnxruntime_version() -> str:

@@ -13,11 +13,14 @@ gets its own graph (lrnnet.engine.build, lrnnet_<precision>.trt.onnx). FP16 is s
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
 from pathlib import Path
 
 import onnx
 
-from lrnnet._io import atomic_output
+from lrnnet._io import free_bytes, write_bytes_atomic
 from lrnnet.calib.recipes import ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import ModelInfo
@@ -25,32 +28,75 @@ from lrnnet.export.metadata import ModelInfo
 OPTIMIZATION_LEVEL = "ORT_ENABLE_BASIC"
 
 
-def check_runs_on_onnxruntime(model: onnx.ModelProto, what: str) -> None:
-    """Create an ONNX Runtime CPU session for `model`: the graph loads and every op has a kernel."""
+class GraphRejected(RuntimeError):
+    """ONNX Runtime refuses a graph lrnnet made from a source it loads: a bug in lrnnet (exit 1), not bad input."""
+
+
+def check_runs_on_onnxruntime(model: onnx.ModelProto, what: str, source: onnx.ModelProto | None = None) -> None:
+    """Create an ONNX Runtime CPU session for `model`: the graph loads and every op has a kernel.
+
+    `source`: the graph `model` was made from. When ONNX Runtime loads it but not `model`, lrnnet's
+    own step broke the graph (GraphRejected, an internal error); otherwise the input is what to fix
+    (InputError).
+    """
+    try:
+        _session(model)
+    except Exception as exc:
+        reason = _first_words(exc)
+        if source is not None and _loads(source):
+            raise GraphRejected(f"ONNX Runtime loads the source but not {what}, which lrnnet made from it: "
+                                f"{reason}") from exc
+        raise InputError(f"ONNX Runtime cannot load {what}: {reason}") from exc
+
+
+def _session(model: onnx.ModelProto, options: object | None = None, **kwargs: object) -> object:
     import onnxruntime as ort
 
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"], **kwargs)
+
+
+def _loads(model: onnx.ModelProto) -> bool:
     try:
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise InputError(f"ONNX Runtime cannot load {what}: {' '.join(str(exc).split())[:300]}") from exc
+        _session(model)
+    except Exception:  # noqa: BLE001 - any refusal means the same here: it does not load
+        return False
+    return True
+
+
+def _first_words(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def optimize_for_onnxruntime(model: onnx.ModelProto, output: str | Path) -> None:
-    """Write `model`, graph-optimised by ONNX Runtime (BASIC), to `output` atomically, metadata kept."""
+    """Write `model`, graph-optimised by ONNX Runtime (BASIC), to `output` atomically, metadata kept.
+
+    ONNX Runtime saves its optimised graph into a private folder and reports a failed write only as
+    "INVALID_PROTOBUF"; lrnnet's own writer then puts the graph at `output`, so a full disk there is
+    an OSError naming the file. `model` has passed check_runs_on_onnxruntime: a failure here is a
+    full temporary folder, or a bug (GraphRejected).
+    """
     import onnxruntime as ort
 
     info = ModelInfo.from_onnx_model(model)
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVEL)
-    with atomic_output(output) as tmp:
-        options.optimized_model_filepath = str(tmp)
+    disabled = list(ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS) if info.precision == "int8" else []
+    with tempfile.TemporaryDirectory(prefix="lrnnet-ort-") as scratch:
+        saved = Path(scratch) / "optimized.onnx"
+        options.optimized_model_filepath = str(saved)
         try:
-            disabled = list(ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS) if info.precision == "int8" else []
-            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                 disabled_optimizers=disabled)
+            _session(model, options, disabled_optimizers=disabled)
         except Exception as exc:
-            raise InputError(f"ONNX Runtime cannot load the {info.precision} graph: "
-                             f"{' '.join(str(exc).split())[:300]}") from exc
-        optimized = onnx.load(str(tmp))
-        info.write_to(optimized)  # ORT keeps metadata_props today; write them anyway, they are the contract
-        onnx.save(optimized, str(tmp))
+            _raise_if_disk_full(Path(scratch), model.ByteSize(), exc)
+            raise GraphRejected(f"ONNX Runtime cannot optimise the {info.precision} graph: {_first_words(exc)}") \
+                from exc
+        optimized = onnx.load(str(saved))
+    info.write_to(optimized)  # ORT keeps metadata_props today; write them anyway, they are the contract
+    write_bytes_atomic(output, optimized.SerializeToString())
+
+
+def _raise_if_disk_full(folder: Path, needed: int, exc: BaseException) -> None:
+    """ENOSPC naming `folder` when it has no room for `needed` bytes: ONNX Runtime's write failed for that."""
+    free = free_bytes(folder)
+    if free is not None and free < needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder)) from exc

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,52 @@ def test_legacy_calibrator_on_tensorrt_10_only(workdir, synthetic_root):
     else:
         with pytest.raises(InputError, match="needs TensorRT 10"):
             build_engine(options)
+
+
+# --- the audit's defects (one test each, failing on the code before its fix) -----------------------
+
+def _labels(path: Path, frames: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: frames})[0]
+
+
+@pytest.mark.parametrize("flags", [["--backend", "onnxruntime"], ["--backend", "onnxruntime", "--no-keep-io-fp32"],
+                                   ["--backend", "tensorrt"]])
+def test_fp16_of_a_preprocess_in_graph_export(workdir, in_graph_onnx, flags, capsys):
+    """The uint8 -> float Cast of the in-graph preprocessing casts to float16 in the FP16 graph."""
+    shutil.copy(in_graph_onnx, workdir / "in_graph.onnx")
+    assert main(["in_graph.onnx", "--fp16", "-o", "fp16.onnx" if "onnxruntime" in flags else "fp16.engine",
+                 *flags]) == 0, capsys.readouterr().err
+    fp16 = workdir / ("fp16.onnx" if "onnxruntime" in flags else "fp16.trt.onnx")
+    frames = np.random.default_rng(0).integers(0, 256, (1, 64, 128, 3), dtype=np.uint8)
+    assert (_labels(fp16, frames) == _labels(workdir / "in_graph.onnx", frames)).mean() > 0.95
+
+
+def test_a_graph_lrnnet_broke_is_an_internal_error(tiny_onnx):
+    from onnx import TensorProto, helper
+
+    from lrnnet.engine.onnxruntime_builder import GraphRejected, check_runs_on_onnxruntime
+
+    good = onnx.load(str(tiny_onnx))
+    broken = onnx.ModelProto()
+    broken.CopyFrom(good)
+    first = broken.graph.node[0]
+    cast = helper.make_node("Cast", [first.output[0]], ["as_f16"], to=TensorProto.FLOAT16, name="cast_f16")
+    broken.graph.node.insert(1, cast)  # a float16 tensor where float32 is expected
+    for node in broken.graph.node[2:]:
+        node.input[:] = ["as_f16" if name == first.output[0] else name for name in node.input]
+    with pytest.raises(GraphRejected, match="lrnnet made from it"):
+        check_runs_on_onnxruntime(broken, "the fp16 graph", source=good)
+    with pytest.raises(InputError, match="ONNX Runtime cannot load the source"):
+        check_runs_on_onnxruntime(broken, "the source", source=broken)  # the input itself does not load
+
+
+def test_full_disk_says_the_disk_is_full(workdir, capsys):
+    """ONNX Runtime's optimised graph is written by lrnnet's writer: ENOSPC, not "INVALID_PROTOBUF"."""
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from disk_helpers import tmpfs
+
+    with tmpfs(workdir / "full", "1500k"):  # room for the probe, not for the 2.8 MB FP32 graph
+        assert main(["--fp32", "--backend", "onnxruntime", "-o", "full/x.onnx"]) == 2
+        assert _one_line_error(capsys).endswith("the disk is full; free some space or write elsewhere (full/x.onnx)")
+        assert not list((workdir / "full").iterdir())
