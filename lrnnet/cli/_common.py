@@ -15,15 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from lrnnet.errors import InputError
+from lrnnet.limits import MAX_PIXELS, MAX_SIDE
 from lrnnet.log import deferred_notes, set_progress, setup_logging
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
-# One bound for every size flag, checked before anything is allocated: 8192 a side (a 8K frame) and
-# 64 Mpixel in all; far above any real segmentation input, far below what exhausts memory.
-MAX_SIDE = 8192
-MAX_PIXELS = 8192 * 8192
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
                    errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST}
 
@@ -141,15 +138,15 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
                                                              NotADirectoryError, PermissionError)):
             unnamed_full = exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename
             return _fail(prog, (unnamed_full and _disk_full_message()) or describe_os_error(exc), EXIT_BAD_INPUT)
-        return _internal(prog, exc)
+        return _internal(prog, exc, parser)
     except MemoryError:
-        return _fail(prog, _OUT_OF_MEMORY_MESSAGE, EXIT_BAD_INPUT)
+        return _fail(prog, _out_of_memory_message(parser), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         return _fail(prog, "interrupted" + _NOTHING_COMMITTED * all_or_nothing, EXIT_INTERRUPTED)
     except Terminated as exc:
         return _fail(prog, f"terminated by {exc}" + _NOTHING_COMMITTED * all_or_nothing, 128 + exc.signum)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
-        return _internal(prog, exc)
+        return _internal(prog, exc, parser)
 
 
 _NOTHING_COMMITTED = "; no output was written"
@@ -158,15 +155,23 @@ _NOTHING_COMMITTED = "; no output was written"
 # How native allocators (torch CPU/CUDA, ONNX Runtime, C++) say MemoryError: the machine's limit, not a bug.
 _OUT_OF_MEMORY = ("can't allocate memory", "failed to allocate memory", "bad_alloc", "out of memory",
                   "unable to allocate")
-_OUT_OF_MEMORY_MESSAGE = "out of memory: use a smaller --size or batch, or a machine with more memory"
+_SIZE_FLAGS = ("--size", "--height", "--width", "--batch", "--max-batch")
 
 
-def _internal(prog: str, exc: BaseException) -> int:
+def _out_of_memory_message(parser: argparse.ArgumentParser) -> str:
+    """What to make smaller, by the flags this command has (export: --height, --width or --batch)."""
+    flags = [flag for flag in _SIZE_FLAGS if flag in parser._option_string_actions]
+    smaller = f"{', '.join(flags[:-1])} or {flags[-1]}" if len(flags) > 1 else \
+        (flags[0] if flags else "input size or batch")
+    return f"out of memory: use a smaller {smaller}, or a machine with more memory"
+
+
+def _internal(prog: str, exc: BaseException, parser: argparse.ArgumentParser) -> int:
     disk_full = _disk_full_message()  # ENOSPC surfaces as "INVALID_PROTOBUF" from ONNX Runtime and the like
     if disk_full is not None:
         return _fail(prog, disk_full, EXIT_BAD_INPUT)
     if any(text in str(exc).lower() for text in _OUT_OF_MEMORY):
-        return _fail(prog, _OUT_OF_MEMORY_MESSAGE, EXIT_BAD_INPUT)
+        return _fail(prog, _out_of_memory_message(parser), EXIT_BAD_INPUT)
     message = " ".join(str(exc).split()) or type(exc).__name__
     return _fail(prog, f"internal error: {type(exc).__name__}: {message} "
                        "(set LRNNET_DEBUG=1 for the traceback and report it)", EXIT_INTERNAL)

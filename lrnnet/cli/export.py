@@ -10,9 +10,9 @@ from lrnnet.cli._common import Parser, image_side, make_parser, non_negative_int
 PROG = "lrnnet-export"
 
 
-
 def build_parser() -> Parser:
     from lrnnet.export.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+    from lrnnet.limits import MAX_PIXELS, MAX_POWER_ITERATIONS
 
     parser = make_parser(
         PROG,
@@ -24,20 +24,23 @@ def build_parser() -> Parser:
     parser.add_argument("checkpoint", help="a .pth state dict or a training checkpoint ({'model': ..., "
                                            "'model_config': ...} as lrnnet-train writes it)")
     parser.add_argument("-o", "--output", default="lrnnet.onnx",
-                        help="output ONNX file (lrnnet-build-engine reads lrnnet.onnx by default)")
+                        help="output ONNX file, an .onnx name (lrnnet-build-engine reads lrnnet.onnx by default)")
     parser.add_argument("--height", type=image_side, default=None,
                         help="input height, a multiple of the network's stride (8 for LRNNet); default the "
                              "checkpoint's validation size (lrnnet-train records it), else 512")
     parser.add_argument("--width", type=image_side, default=None,
                         help="input width, a multiple of 8; default the checkpoint's validation size, else 1024")
-    parser.add_argument("--batch", type=positive_int, default=1, help="batch size of a static graph")
+    parser.add_argument("--batch", type=positive_int, default=1,
+                        help=f"batch size of a static graph (batch x height x width at most {MAX_PIXELS // 1_000_000} "
+                             "Mpixel)")
     parser.add_argument("--dynamic", action="store_true",
                         help="dynamic batch, height and width; any H and W that are multiples of the network's "
                              "stride (8 for LRNNet) then work, --height/--width/--batch give the traced shape")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar=f"{{{MIN_OPSET}..{MAX_OPSET}}}",
                         help="ONNX opset")
     parser.add_argument("--power-iterations", type=positive_int, default=None,
-                        help="power iterations replacing the SVD; None: the checkpoint's own count")
+                        help=f"power iterations replacing the SVD, 1..{MAX_POWER_ITERATIONS} (default: the "
+                             "checkpoint's own count, 15 for LRNNet)")
     parser.add_argument("--preprocess-in-graph", action="store_true",
                         help="graph input is uint8 NHWC BGR frames at the export size; normalisation in the graph")
     parser.add_argument("--argmax", action="store_true",

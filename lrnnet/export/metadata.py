@@ -26,6 +26,7 @@ import lrnnet
 from lrnnet.data.labels import CLASS_NAMES, PALETTE_RGB
 from lrnnet.data.preprocess import MEAN_RGB, STD_RGB
 from lrnnet.errors import InputError
+from lrnnet.limits import MAX_SIDE
 from lrnnet.log import note
 
 MODEL_NAME = "lrnnet"
@@ -38,7 +39,6 @@ LAYOUTS = (LAYOUT_NCHW_FLOAT, LAYOUT_NHWC_UINT8_BGR)
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_TARGETS = ("", "onnxruntime", "tensorrt")  # as lrnnet.calib.recipes.TARGETS, plus "" (not built)
 STRIDES = (1, 2, 4, 8, 16, 32, 64)
-MAX_SIDE = 8192  # as lrnnet.cli._common.MAX_SIDE (the CLI's bound on --size)
 MAX_CLASSES = 1024
 
 

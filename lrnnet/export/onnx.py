@@ -33,6 +33,7 @@ from lrnnet.export.checks import check_graph, declare_output_shape
 from lrnnet.export.metadata import ModelInfo, stamp_weights_digest
 from lrnnet.export.verify import Tolerance, VerificationReport, verify_onnx
 from lrnnet.export.wrapper import DeployWrapper
+from lrnnet.limits import MAX_POWER_ITERATIONS, pixels_problem
 from lrnnet.log import logger, timed_step
 
 __all__ = [
@@ -82,12 +83,14 @@ class ExportOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InputError(f"export {name} must be a positive integer, got {value!r}")
+        too_large = pixels_problem(self.batch, self.height, self.width)
+        if too_large:  # every export size passes here: flags, a checkpoint's recorded size, library callers
+            raise InputError(f"export size {too_large}; use a smaller --height/--width or --batch")
         if not isinstance(self.opset, int) or not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise InputError(f"opset must be between {MIN_OPSET} and {MAX_OPSET} (TensorRT 10/11 and the "
                              f"exporter both support these), got {self.opset!r}")
-        if self.power_iterations is not None and (
-                not isinstance(self.power_iterations, int) or self.power_iterations < 1):
-            raise InputError(f"power iterations must be a positive integer, got {self.power_iterations!r}")
+        if self.power_iterations is not None:
+            check_power_iterations(self.power_iterations, "--power-iterations")
         if self.verify_scenes < 0:
             raise InputError(f"verify_scenes must be >= 0, got {self.verify_scenes}")
 
@@ -103,6 +106,22 @@ class ExportOptions:
                 f"export height and width must be multiples of the network's stride {stride}, got "
                 f"{self.height}x{self.width} (e.g. {_round_to(self.height, stride)}x{_round_to(self.width, stride)})"
             )
+
+
+def check_power_iterations(count: Any, where: str) -> None:
+    """InputError unless `count` (from `where`: the flag, or a checkpoint's config) is 1..MAX_POWER_ITERATIONS."""
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_POWER_ITERATIONS:
+        raise InputError(f"power iterations must be an integer in 1..{MAX_POWER_ITERATIONS} (lrnnet.limits: more "
+                         f"cannot sharpen a float32 answer), got {count!r} from {where}")
+
+
+def check_output_name(path: Path) -> None:
+    """An export is an .onnx file: refuse a folder or another file type before minutes of work."""
+    if path.is_dir():
+        raise InputError(f"output {path} is a directory; give a file name such as {path / 'lrnnet.onnx'}")
+    if path.suffix.lower() != ".onnx":
+        engine = " (an engine is built from the export by lrnnet-build-engine)" if path.suffix == ".engine" else ""
+        raise InputError(f"an export is an .onnx file{engine}; -o {path} should end in .onnx")
 
 
 def _round_to(value: int, stride: int) -> int:
@@ -142,7 +161,9 @@ def exportable_model(model: Any, power_iterations: int | None = None) -> Any:
     from lrnnet.models import build_model
 
     config = dict(model.config)
-    wanted = {"svd": "power", "power_iterations": power_iterations or int(config["power_iterations"])}
+    wanted = {"svd": "power", "power_iterations": power_iterations or config["power_iterations"]}
+    check_power_iterations(wanted["power_iterations"],
+                           "--power-iterations" if power_iterations else "the model's config")
     state = model.state_dict()
     broken = [key for key, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if broken:
@@ -243,8 +264,7 @@ def export_onnx_report(model: Any, path: str | os.PathLike[str], options: Export
     """Export ``model`` (an LRNNet) to ``path``; return what was written and measured."""
     options = options or ExportOptions()
     path = Path(path)
-    if path.is_dir():  # found now, not after minutes of export and verification
-        raise InputError(f"output {path} is a directory; give a file name such as {path / 'lrnnet.onnx'}")
+    check_output_name(path)  # found now, not after minutes of export and verification
     options.check_model(model)
     model = exportable_model(model, options.power_iterations)
     wrapper = DeployWrapper(model, preprocess_in_graph=options.preprocess_in_graph, argmax=options.argmax).eval()
@@ -294,12 +314,14 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], path: str | os.PathLik
     from lrnnet.models import load_checkpoint
 
     options = options or ExportOptions()
+    check_output_name(Path(path))
     overrides: dict[str, Any] = {"svd": "power"}
     if options.power_iterations is not None:
         overrides["power_iterations"] = options.power_iterations
     # No "Loading ..." line: it takes a fraction of a second, and a bad checkpoint's error then stays
     # the only line on stderr.
     model = load_checkpoint(checkpoint, map_location="cpu", **overrides)
+    options.check_model(model)  # a size the model refuses is the one line, not after the scale warning
     warning = export_size_warning(checkpoint, options)
     if warning:
         logger.warning("%s", warning)

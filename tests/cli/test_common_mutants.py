@@ -209,7 +209,7 @@ def test_internal_errors_messages_in_full(capsys, monkeypatch):
     assert _run(_raise(ValueError("  spaced\tout  "))) == 1
     assert _errors(capsys) == [f"{PROG}: error: internal error: ValueError: spaced out {HINT}"]
     assert _run(_raise(RuntimeError("OUT OF MEMORY on device 0"))) == 2
-    assert _errors(capsys) == [f"{PROG}: error: out of memory: use a smaller --size or batch, or a machine with more memory"]
+    assert _errors(capsys) == [f"{PROG}: error: out of memory: use a smaller input size or batch, or a machine with more memory"]
     assert _run(_raise(RuntimeError("memory was fine"))) == 1
     assert _run(_raise(OSError(errno.EIO, "Input/output error"))) == 1
     capsys.readouterr()

@@ -159,7 +159,7 @@ def test_machine_limits_are_exit_2_and_other_os_errors_exit_1(capsys):
     assert line.startswith(f"{PROG}: error: internal error: OSError: [Errno 5] Input/output error")
     assert _run(_raise(MemoryError())) == 2
     (line,) = _stderr_lines(capsys)
-    assert line == f"{PROG}: error: out of memory: use a smaller --size or batch, or a machine with more memory"
+    assert line == f"{PROG}: error: out of memory: use a smaller input size or batch, or a machine with more memory"
 
 
 @pytest.mark.parametrize("signame, status", [("SIGTERM", 143), ("SIGHUP", 129)])
@@ -295,7 +295,7 @@ def test_no_progress_turns_bars_off_and_never_on(monkeypatch):
                                   "Unable to allocate 3.2 GiB for an array", "CUDA error: can't allocate memory"])
 def test_a_library_out_of_memory_is_exit_2(capsys, text):
     assert _run(_raise(RuntimeError(text))) == 2
-    message = f"{PROG}: error: out of memory: use a smaller --size or batch, or a machine with more memory"
+    message = f"{PROG}: error: out of memory: use a smaller input size or batch, or a machine with more memory"
     assert _stderr_lines(capsys) == [message]
 
 

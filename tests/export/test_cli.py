@@ -124,3 +124,61 @@ def test_help_names_the_stride(capsys):
     assert main(["--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "multiples of the network's stride (8 for LRNNet)" in text
+
+
+# --- the audit's defects: refused up front, one line, exit 2, nothing written ----------------------
+
+def _checkpoint_with(tiny_checkpoint, path: Path, **changes) -> Path:
+    """A copy of the tiny checkpoint at `path` with top-level entries replaced (sizes, model_config)."""
+    checkpoint = torch.load(tiny_checkpoint, weights_only=False)
+    torch.save({**checkpoint, **changes}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["out.json", "out.png", "out.pth", "out.engine", "out"])
+def test_output_must_be_an_onnx_name(tiny_checkpoint, tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(tiny_checkpoint), "-o", name, "--no-verify"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, rf"an export is an \.onnx file.*-o {name} should end in \.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sizes_and_counts_are_bounded(tiny_checkpoint, tmp_path, capsys):
+    from lrnnet.models import load_checkpoint
+
+    huge = _checkpoint_with(tiny_checkpoint, tmp_path / "huge.pth", sizes={"val_size": [100000, 100000]})
+    config = dict(load_checkpoint(tiny_checkpoint).config, power_iterations=100000)
+    endless = _checkpoint_with(tiny_checkpoint, tmp_path / "endless.pth", model_config=config)
+    out = tmp_path / "out.onnx"
+    cases = {
+        "recorded size": ([str(huge)], r"export size 100000x100000 is too large \(at most 8192 a side\)"),
+        "batch": ([str(tiny_checkpoint), "--batch", "100000", "--height", "64", "--width", "128"],
+                  r"export size 100000 x 64x128 is 819 Mpixel, too large"),
+        "flag iterations": ([str(tiny_checkpoint), "--power-iterations", "100000"],
+                            r"power iterations must be an integer in 1\.\.100 .* from --power-iterations"),
+        "config iterations": ([str(endless), "--height", "64", "--width", "128"],
+                              r"power iterations must be an integer in 1\.\.100 .* from the model's config"),
+    }
+    for name, (argv, pattern) in cases.items():
+        assert main([*argv, "-o", str(out), "--no-verify"]) == 2, name
+        _assert_one_line_error(capsys.readouterr().err, pattern)
+        assert not out.exists()
+
+
+def test_a_size_the_model_refuses_is_the_only_line(tiny_checkpoint, tmp_path, capsys, fresh_log_handler):
+    """The stride check runs before the trained-scale warning, so the error is the one line on stderr."""
+    trained = _checkpoint_with(tiny_checkpoint, tmp_path / "trained.pth", sizes={"train_size": [64, 128], "val_size": [64, 128]})
+    assert main([str(trained), "--height", "7", "--width", "16", "-o", str(tmp_path / "out.onnx")]) == 2
+    _assert_one_line_error(capsys.readouterr().err, r"multiples of the network's stride 8, got 7x16")
+
+
+def test_out_of_memory_names_the_commands_own_flags(capsys):
+    from lrnnet.cli._common import run_command
+    from lrnnet.cli.export import PROG, build_parser
+
+    def body(args):
+        raise MemoryError
+
+    assert run_command(PROG, body, build_parser(), ["x.pth"]) == 2
+    _assert_one_line_error(capsys.readouterr().err,
+                           r"out of memory: use a smaller --height, --width or --batch, or a machine with more memory")

@@ -127,7 +127,9 @@ def test_failed_verification_writes_nothing(reference_model, tmp_path):
     ({"width": -8}, "width must be a positive integer"),
     ({"batch": 0}, "batch must be a positive integer"),
     ({"opset": 12}, "opset must be between 13 and 20"),
-    ({"power_iterations": 0}, "power iterations must be a positive integer"),
+    ({"power_iterations": 0}, r"power iterations must be an integer in 1\.\.100"),
+    ({"power_iterations": 101}, r"power iterations must be an integer in 1\.\.100"),
+    ({"height": 8200}, "at most 8192 a side"),
 ])
 def test_bad_options_are_input_errors(kwargs, message):
     with pytest.raises(InputError, match=message):

@@ -1,0 +1,28 @@
+"""The bounds on every size and count lrnnet accepts, checked before anything is allocated.
+
+One place for each: the CLI's argument types (lrnnet.cli._common), the option classes of the library
+(lrnnet.export.onnx.ExportOptions, lrnnet.engine.profile) and the metadata schema read them here.
+"""
+
+from __future__ import annotations
+
+# 8192 a side (an 8K frame) and 64 Mpixel in all: far above any real segmentation input, far below
+# what exhausts memory. A batch counts in the pixels: 64 Mpixel is 128 images of 512x1024, or
+# 32 of the 1024x2048 a 512x1024 dynamic export's profile accepts at most.
+MAX_SIDE = 8192
+MAX_PIXELS = 8192 * 8192
+# SVD by power iteration converges like (sigma2 / sigma1) ** (2 k): 15 (the default) reach float32's
+# resolution for sigma2 / sigma1 up to 0.58, 100 up to 0.92; past that a sharper answer needs the
+# exact SVD, not more unrolled steps (each adds ~10 nodes per region to the graph and tracing time).
+MAX_POWER_ITERATIONS = 100
+
+
+def pixels_problem(batch: int, height: int, width: int) -> str | None:
+    """Why `batch` images of `height` x `width` are too large, or None when they are within the bounds."""
+    if height > MAX_SIDE or width > MAX_SIDE:
+        return f"{height}x{width} is too large (at most {MAX_SIDE} a side)"
+    if batch * height * width > MAX_PIXELS:
+        images = f"{batch} x {height}x{width}" if batch > 1 else f"{height}x{width}"
+        return f"{images} is {batch * height * width / 1e6:.0f} Mpixel, too large (at most {MAX_PIXELS // 1_000_000} " \
+               "Mpixel in all)"
+    return None
