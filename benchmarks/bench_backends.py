@@ -116,7 +116,8 @@ def build_precision(fp32: Path, precision: str, backend: str, output: Path, args
     try:
         calib = calibration_root(args, size, work) if precision == "int8" else None
         result = build_engine(BuildOptions(onnx=fp32, precision=precision, backend=backend, output=output,
-                                           calib_data=calib, int8=Int8Options(images=args.calib_images)))
+                                           calib_data=calib,
+                                           int8=Int8Options(images=args.calib_images) if calib else Int8Options()))
         if result.engine is None:  # a TensorRT target without TensorRT: only its TensorRT-ready graph was written
             missing.append(f"{backend} {precision.upper()} engine: {result.next_step}")
         return result.engine

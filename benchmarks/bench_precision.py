@@ -69,9 +69,9 @@ def build_all(source: Path, target: str, calib: Path, images: int, out: Path) ->
     out.mkdir(parents=True, exist_ok=True)
     for precision in PRECISIONS:
         suffix = ".engine" if target == "tensorrt" else ".onnx"
+        calibration = {"calib_data": calib, "int8": Int8Options(images=images)} if precision == "int8" else {}
         result = build_engine(BuildOptions(onnx=source, precision=precision, backend=target,
-                                           output=out / f"{target}_{precision}{suffix}", calib_data=calib,
-                                           int8=Int8Options(images=images)))
+                                           output=out / f"{target}_{precision}{suffix}", **calibration))
         files[precision] = result.precision_onnx  # what ONNX Runtime runs (for TensorRT: the ready graph)
     return files
 

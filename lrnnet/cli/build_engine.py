@@ -60,7 +60,8 @@ def build_parser() -> Parser:
     trt.add_argument("--builder-optimization-level", type=int, default=None, choices=range(6), metavar="0-5",
                      help="TensorRT builder optimization level (default 3)")
     trt.add_argument("--max-batch", type=positive_int, default=None,
-                     help="dynamic-batch exports: largest batch the engine accepts")
+                     help="dynamic-batch exports, TensorRT: largest batch the engine accepts (at least the export's batch; "
+                          "that many of the largest images at most 64 Mpixel)")
     trt.add_argument("--legacy-calibrator", action="store_true",
                      help="TensorRT 10 only: implicit INT8 with IInt8EntropyCalibrator2 on the FP32 graph")
     return parser

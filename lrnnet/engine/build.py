@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +30,9 @@ import onnx
 
 from lrnnet._io import preflight, write_bytes_atomic
 from lrnnet.calib.graph import SourceModel, load_source_onnx
-from lrnnet.calib.int8 import CalibrationRecord, Int8Options
-from lrnnet.calib.recipes import purpose_of, recipes_for
+from lrnnet.calib.int8 import DEFAULT_CALIB_METHOD, CalibrationRecord, Int8Options
+from lrnnet.calib.reader import DEFAULT_CALIB_IMAGES
+from lrnnet.calib.recipes import TARGETS, purpose_of, recipes_for
 from lrnnet.engine.device import GpuInfo, current_gpu, tensorrt_version
 from lrnnet.engine.onnxruntime_builder import (
     OPTIMIZATION_LEVEL,
@@ -42,7 +44,7 @@ from lrnnet.engine.sidecar import ENGINE_PREFIX, EngineSidecar, sidecar_path, wr
 from lrnnet.engine.tensorrt_builder import TensorRTOptions
 from lrnnet.errors import InputError, MissingDependencyError
 from lrnnet.export.metadata import ModelInfo, read_model_info
-from lrnnet.log import logger
+from lrnnet.log import logger, note
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime")
@@ -67,6 +69,9 @@ class BuildOptions:
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
 
     def __post_init__(self) -> None:
+        if self.onnx.is_dir():
+            raise InputError(f"ONNX file {self.onnx} is a directory; give the export itself, such as "
+                             f"{self.onnx / DEFAULT_SOURCE}")
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
         if self.backend not in BACKEND_CHOICES:
@@ -76,10 +81,64 @@ class BuildOptions:
                 _tensorrt_ready_info(self.onnx) is None:  # a TensorRT-ready INT8 graph is calibrated already
             raise InputError("--int8 needs calibration images: pass --calib-data with a Cityscapes root, a folder "
                              "of images or a video, or --calib-cache naming an existing cache")
-        if self.tensorrt.legacy_calibrator and (self.precision != "int8" or self.backend == "onnxruntime"):
-            raise InputError("--legacy-calibrator is for --int8 with the TensorRT backend")
+        # The target of auto is checked once it has chosen (build_engine).
+        check_options_apply(self, None if self.backend == "auto" else self.backend, from_ready=False)
         if self.tensorrt.legacy_calibrator and self.calib_data is None:
             raise InputError("--legacy-calibrator needs --calib-data (TensorRT's calibrator reads the images)")
+
+
+@dataclass(frozen=True)
+class OptionScope:
+    """Where one option applies: the targets and precisions it means something for."""
+
+    flag: str
+    given: Callable[[BuildOptions], bool]
+    targets: tuple[str, ...]
+    precisions: tuple[str, ...]
+    from_ready: bool  # it still applies when the source is a TensorRT-ready graph (calibrated already)
+    why: str  # what the option is for, said when it is refused
+
+
+# The one table of which option applies where. An option given where it cannot apply is refused,
+# naming it and why (trtexec and Polygraphy refuse contradictory flags too), never silently ignored.
+OPTION_SCOPES = (
+    OptionScope("--calib-data", lambda o: o.calib_data is not None, TARGETS, ("int8",), False,
+                "INT8 calibration from the FP32 export"),
+    OptionScope("--calib-cache", lambda o: o.calib_cache is not None, TARGETS, ("int8",), False,
+                "INT8 calibration from the FP32 export"),
+    OptionScope("--calib-images", lambda o: o.int8.images != DEFAULT_CALIB_IMAGES, TARGETS, ("int8",), False,
+                "INT8 calibration from the FP32 export"),
+    OptionScope("--calib-method", lambda o: o.int8.method != DEFAULT_CALIB_METHOD, TARGETS, ("int8",), False,
+                "INT8 calibration from the FP32 export"),
+    OptionScope("--no-keep-io-fp32", lambda o: not o.keep_io_fp32, TARGETS, ("fp16",), False,
+                "the FP16 conversion of the FP32 export"),
+    OptionScope("--max-batch", lambda o: o.max_batch is not None, ("tensorrt",), PRECISIONS, True,
+                "TensorRT's optimization profile (ONNX Runtime takes any batch of a dynamic graph)"),
+    OptionScope("--workspace", lambda o: o.tensorrt.workspace_mib is not None, ("tensorrt",), PRECISIONS, True,
+                "TensorRT's builder"),
+    OptionScope("--timing-cache", lambda o: o.tensorrt.timing_cache is not None, ("tensorrt",), PRECISIONS, True,
+                "TensorRT's builder"),
+    OptionScope("--builder-optimization-level", lambda o: o.tensorrt.optimization_level is not None,
+                ("tensorrt",), PRECISIONS, True, "TensorRT's builder"),
+    OptionScope("--legacy-calibrator", lambda o: o.tensorrt.legacy_calibrator, ("tensorrt",), ("int8",), False,
+                "TensorRT 10's implicit INT8 calibration of the FP32 export"),
+)
+
+
+def check_options_apply(options: BuildOptions, target: str | None, from_ready: bool, why_target: str = "") -> None:
+    """InputError naming the first option given that cannot apply to this build (OPTION_SCOPES); target None: not
+    chosen yet (auto), only the precision is checked."""
+    for scope in OPTION_SCOPES:
+        if not scope.given(options):
+            continue
+        if target is not None and target not in scope.targets:
+            chosen = f" ({why_target})" if why_target else ""
+            raise InputError(f"{scope.flag} is for {scope.why}; this build targets {target}{chosen}")
+        if options.precision not in scope.precisions:
+            raise InputError(f"{scope.flag} is for {scope.why}, not --{options.precision}")
+        if from_ready and not scope.from_ready:
+            raise InputError(f"{scope.flag} is for {scope.why}; {options.onnx} is a TensorRT-ready graph, "
+                             "calibrated and converted already")
 
 
 @dataclass
@@ -188,7 +247,9 @@ def build_engine(options: BuildOptions) -> BuildResult:
     if ready is not None:
         return _build_from_tensorrt_ready(options, ready, start)
     source = load_source_onnx(options.onnx)
+    check_runs_on_onnxruntime(source.model, str(source.path))  # before calibration: metadata that lies is refused
     backend, reason, gpu = choose_backend(options.backend)
+    check_options_apply(options, backend, from_ready=False, why_target=reason)
     # The summary line names the backend and why; said up front only with -v, so that a bad output name
     # or bad calibration data found next is the one line a failing build prints.
     logger.debug("Backend: %s (%s)", backend, reason)
@@ -199,6 +260,8 @@ def build_engine(options: BuildOptions) -> BuildResult:
         return _build_legacy_int8(source, options, engine, profile, reason, gpu, start)
 
     model, record = make_precision_graph(source, options, target=backend)
+    if record is not None:
+        _say_calibration_method(options.int8.method, record)
     info = ModelInfo.from_onnx_model(model)
     sidecar = EngineSidecar(backend="onnxruntime", precision=options.precision, source_onnx=str(options.onnx),
                             source_sha256=source.sha256, input_profile=profile.to_dict(),
@@ -245,15 +308,32 @@ def _run_tensorrt_build(options: BuildOptions, graph_file: Path, engine: Path, p
 
 def _next_step(graph_file: Path, engine: Path, options: BuildOptions, reason: str, profile: InputProfile) -> str:
     """One sentence: the engine is built on the GPU machine, and the two commands that build it."""
+    lrnnet_flags, trtexec_flags = _tensorrt_flags(options)
     output = "" if options.output is None else f" -o {engine}"
     typed = " --stronglyTyped" if options.precision != "fp32" else ""
     if profile.dynamic:  # trtexec needs the optimisation profile spelled out
         typed += "".join(f" --{kind}Shapes={profile.name}:{'x'.join(map(str, shape))}"
                          for kind, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)))
     return (f"no TensorRT engine here ({reason}): build it on the GPU machine with "
-            f"`lrnnet-build-engine {graph_file} --{options.precision} --backend tensorrt{output}` or "
-            f"`trtexec --onnx={graph_file} --saveEngine={engine}{typed}` (TensorRT 10/11; the precision is in the "
-            f"graph: no --int8/--fp16 flags)")
+            f"`lrnnet-build-engine {graph_file} --{options.precision} --backend tensorrt{output}{lrnnet_flags}` or "
+            f"`trtexec --onnx={graph_file} --saveEngine={engine}{typed}{trtexec_flags}` (TensorRT 10/11; the "
+            f"precision is in the graph: no --int8/--fp16 flags)")
+
+
+def _tensorrt_flags(options: BuildOptions) -> tuple[str, str]:
+    """The TensorRT builder settings given, as lrnnet-build-engine and as trtexec flags (carried to the GPU machine)."""
+    trt = options.tensorrt
+    pairs = []
+    if options.max_batch is not None:  # trtexec: in the --maxShapes of the profile
+        pairs.append((f" --max-batch {options.max_batch}", ""))
+    if trt.workspace_mib is not None:
+        pairs.append((f" --workspace {trt.workspace_mib}", f" --memPoolSize=workspace:{trt.workspace_mib}M"))
+    if trt.timing_cache is not None:
+        pairs.append((f" --timing-cache {trt.timing_cache}", f" --timingCacheFile={trt.timing_cache}"))
+    if trt.optimization_level is not None:
+        pairs.append((f" --builder-optimization-level {trt.optimization_level}",
+                      f" --builderOptimizationLevel={trt.optimization_level}"))
+    return "".join(a for a, _ in pairs), "".join(b for _, b in pairs)
 
 
 def _tensorrt_ready_info(path: Path) -> ModelInfo | None:
@@ -264,7 +344,7 @@ def _tensorrt_ready_info(path: Path) -> ModelInfo | None:
         info = read_model_info(path)
     except InputError:
         return None  # load_source_onnx says what is wrong
-    return info if info.engine_target == "tensorrt" and info.precision != "fp32" else None
+    return info if info.engine_target == "tensorrt" else None
 
 
 def _build_from_tensorrt_ready(options: BuildOptions, info: ModelInfo, start: float) -> BuildResult:
@@ -278,11 +358,13 @@ def _build_from_tensorrt_ready(options: BuildOptions, info: ModelInfo, start: fl
     if options.backend == "onnxruntime":
         raise InputError(f"{path} is a TensorRT-ready graph; for ONNX Runtime build from the FP32 export "
                          "(lrnnet-build-engine lrnnet.onnx --backend onnxruntime)")
+    check_options_apply(options, "tensorrt", from_ready=True)
     _, reason, gpu = choose_backend("tensorrt")
     if gpu is None or tensorrt_version() is None:
         raise MissingDependencyError(f"building the TensorRT engine of {path} needs TensorRT and an NVIDIA GPU: "
                                      f"{reason}; install it with: {TENSORRT_INSTALL}")
     model = onnx.load(str(path))
+    check_runs_on_onnxruntime(model, str(path))
     check_tensorrt_rules(model, str(path))
     engine = options.output or default_engine_path(info.precision, "tensorrt")
     if engine.suffix == ".onnx":
@@ -335,6 +417,14 @@ def _build_legacy_int8(source: SourceModel, options: BuildOptions, engine: Path,
                             optimization=_trt_optimization(options.tensorrt) + ", legacy INT8 calibrator")
     return BuildResult("tensorrt", reason, "int8", engine, write_sidecar(engine, sidecar), source.path, record,
                        time.perf_counter() - start)
+
+
+def _say_calibration_method(asked: str, record: CalibrationRecord) -> None:
+    """A note when the recipe's tool calibrated by another method than asked (Model Optimizer has max and entropy)."""
+    used = record.method.removeprefix("modelopt-")
+    if used != asked and (asked, used) != ("minmax", "max"):  # Model Optimizer's max is the min/max range
+        note(f"INT8 calibrated by {record.method}: NVIDIA Model Optimizer (the TensorRT recipe) has no {asked} "
+             "method; --calib-method entropy is its other one")
 
 
 def _calibration_summary(record: CalibrationRecord | None) -> dict | None:

@@ -17,6 +17,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -33,23 +34,29 @@ class GraphRejected(RuntimeError):
 
 
 def check_runs_on_onnxruntime(model: onnx.ModelProto, what: str, source: onnx.ModelProto | None = None) -> None:
-    """Create an ONNX Runtime CPU session for `model`: the graph loads and every op has a kernel.
+    """Create an ONNX Runtime CPU session for `model`: the graph loads, every op has a kernel, and its
+    I/O agrees with its metadata by the check the runtime applies when it opens the engine (so a graph
+    whose metadata lies is refused here, not by lrnnet-infer later).
 
     `source`: the graph `model` was made from. When ONNX Runtime loads it but not `model`, lrnnet's
     own step broke the graph (GraphRejected, an internal error); otherwise the input is what to fix
     (InputError).
     """
+    from lrnnet.runtime.onnxruntime_runner import check_graph_against_info
+
     try:
-        _session(model)
+        session = _session(model)
     except Exception as exc:
         reason = _first_words(exc)
         if source is not None and _loads(source):
             raise GraphRejected(f"ONNX Runtime loads the source but not {what}, which lrnnet made from it: "
                                 f"{reason}") from exc
         raise InputError(f"ONNX Runtime cannot load {what}: {reason}") from exc
+    check_graph_against_info(what, ModelInfo.from_onnx_model(model), session.get_inputs()[0],
+                             session.get_outputs()[0])
 
 
-def _session(model: onnx.ModelProto, options: object | None = None, **kwargs: object) -> object:
+def _session(model: onnx.ModelProto, options: Any = None, **kwargs: Any) -> Any:
     import onnxruntime as ort
 
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"], **kwargs)

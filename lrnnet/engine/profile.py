@@ -14,6 +14,7 @@ import onnx
 
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import LAYOUT_NHWC_UINT8_BGR, ModelInfo
+from lrnnet.limits import MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,11 @@ class InputProfile:
 
 
 def input_profile(model: onnx.ModelProto, info: ModelInfo, input_name: str, max_batch: int | None = None) -> InputProfile:
-    """The profile of `input_name` in `model`; `max_batch` bounds a dynamic batch (default: the export's batch)."""
+    """The profile of `input_name` in `model`; `max_batch` bounds a dynamic batch (default: the export's batch).
+
+    `max_batch` is refused for a fixed batch, below the export's batch (the profile's optimum), or when
+    that many of the largest images exceed lrnnet.limits.MAX_PIXELS (TensorRT sizes its buffers for them).
+    """
     value = next((v for v in model.graph.input if v.name == input_name), None)
     if value is None:
         raise InputError(f"the graph has no input named {input_name!r}")
@@ -51,10 +56,26 @@ def input_profile(model: onnx.ModelProto, info: ModelInfo, input_name: str, max_
                                  f"{opt[axis]} in its metadata; re-export it")
             continue
         if axis == 0:
-            low[0], high[0] = 1, max(max_batch or info.batch, info.batch)
+            low[0], high[0] = 1, max_batch or info.batch
         elif axis in (h_axis, w_axis):
             low[axis] = max(info.stride, opt[axis] // 2 // info.stride * info.stride)
             high[axis] = opt[axis] * 2
         else:
             raise InputError(f"input {input_name!r} has a dynamic axis {axis} that lrnnet does not know")
+    if max_batch is not None:
+        _check_max_batch(max_batch, dims[0], info.batch, high[h_axis] * high[w_axis])
     return InputProfile(input_name, tuple(low), tuple(opt), tuple(high))
+
+
+def _check_max_batch(max_batch: int, batch_dim: onnx.TensorShapeProto.Dimension, export_batch: int,
+                     largest_pixels: int) -> None:
+    if batch_dim.HasField("dim_value"):
+        raise InputError(f"--max-batch is for dynamic-batch exports (lrnnet-export --dynamic); this graph's batch "
+                         f"is fixed at {batch_dim.dim_value}")
+    if max_batch < export_batch:
+        raise InputError(f"--max-batch {max_batch} is below the export's batch {export_batch}, the profile's "
+                         "optimum; give at least that")
+    if max_batch * largest_pixels > MAX_PIXELS:
+        raise InputError(f"--max-batch {max_batch} of the largest input the engine accepts ({largest_pixels / 1e6:.2f} "
+                         f"Mpixel each) is over {MAX_PIXELS // 1_000_000} Mpixel (lrnnet.limits); at most "
+                         f"--max-batch {max(1, MAX_PIXELS // largest_pixels)}")

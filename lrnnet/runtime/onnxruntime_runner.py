@@ -54,6 +54,41 @@ def providers_for(device: str | None, available: list[str]) -> tuple[list[Any], 
     return providers + [CPU_EP], index
 
 
+def check_graph_against_info(path: str | Path, info: ModelInfo, graph_input: Any, graph_output: Any) -> None:
+    """The graph's declared I/O (ONNX Runtime's NodeArgs) must match its metadata, or the metadata belongs
+    to another model: InputError. The one check, run by this runner and by lrnnet-build-engine before it
+    builds (lrnnet.engine.onnxruntime_builder.check_runs_on_onnxruntime)."""
+    input_type = _ORT_TYPES.get(graph_input.type)
+    shape = list(graph_input.shape)
+    expected_type = np.uint8 if info.preprocess_in_graph else np.float32
+    if input_type is None or (input_type != expected_type and
+                              not (expected_type == np.float32 and input_type == np.float16)):
+        raise InputError(f"{path}: input type {graph_input.type} does not match the metadata layout "
+                         f"'{info.input_layout}'")
+    channel_axis, spatial = (3, shape[1:3]) if info.preprocess_in_graph else (1, shape[2:4])
+    if len(shape) != 4 or (isinstance(shape[channel_axis], int) and shape[channel_axis] != 3):
+        raise InputError(f"{path}: input shape {shape} is not an image batch ({info.input_layout})")
+    if not info.dynamic and all(isinstance(d, int) for d in spatial) and tuple(spatial) != info.input_size:
+        raise InputError(f"{path}: the graph takes {spatial[0]}x{spatial[1]} but its metadata says "
+                         f"{info.input_height}x{info.input_width}")
+    out = list(graph_output.shape)
+    out_type = _ORT_TYPES.get(graph_output.type)
+    if info.argmax_in_graph:  # labels: an integer N x H x W map
+        if out_type not in (np.int32, np.int64) or len(out) != 3:
+            raise InputError(f"{path}: the metadata says the graph outputs class labels (argmax in the graph) but "
+                             f"it outputs {graph_output.type} of shape {out}; the metadata belongs to another model")
+    else:  # logits: float N x classes x H x W
+        if out_type not in (np.float32, np.float16) or len(out) != 4:
+            raise InputError(f"{path}: the metadata says the graph outputs float logits N x {info.num_classes} x H x W "
+                             f"but it outputs {graph_output.type} of shape {out}; the metadata belongs to another model")
+        if isinstance(out[1], int) and out[1] != info.num_classes:
+            raise InputError(f"{path}: the graph outputs {out[1]} classes but its metadata says {info.num_classes}")
+    if not info.dynamic and len(out) >= 3 and all(isinstance(d, int) for d in out[-2:]) \
+            and tuple(out[-2:]) != info.input_size:
+        raise InputError(f"{path}: the graph outputs {out[-2]}x{out[-1]} maps for a "
+                         f"{info.input_height}x{info.input_width} input; the metadata belongs to another model")
+
+
 class OnnxRuntimeRunner(Runner):
     """An lrnnet ONNX export on ONNX Runtime.
 
@@ -109,7 +144,7 @@ class OnnxRuntimeRunner(Runner):
                              f"{len(inputs)} inputs and {len(outputs)} outputs; is it an lrnnet export?")
         self._input, self._output = inputs[0], outputs[0]
         self._input_type = _ORT_TYPES.get(self._input.type)
-        self._check_graph_against_info(path)
+        check_graph_against_info(path, self.info, self._input, self._output)
         batch = self._input.shape[0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self._binding: Any = None
@@ -124,38 +159,6 @@ class OnnxRuntimeRunner(Runner):
     def cuda_index(self) -> int | None:
         """The CUDA device of a GPU provider; None on the CPU."""
         return self._cuda_index
-
-    def _check_graph_against_info(self, path: Path) -> None:
-        """The graph's declared I/O must match its metadata, or the metadata belongs to another model."""
-        info = self.info
-        shape = list(self._input.shape)
-        expected_type = np.uint8 if info.preprocess_in_graph else np.float32
-        if self._input_type is None or (self._input_type != expected_type and
-                                        not (expected_type == np.float32 and self._input_type == np.float16)):
-            raise InputError(f"{path}: input type {self._input.type} does not match the metadata layout "
-                             f"'{info.input_layout}'")
-        channel_axis, spatial = (3, shape[1:3]) if info.preprocess_in_graph else (1, shape[2:4])
-        if len(shape) != 4 or (isinstance(shape[channel_axis], int) and shape[channel_axis] != 3):
-            raise InputError(f"{path}: input shape {shape} is not an image batch ({info.input_layout})")
-        if not info.dynamic and all(isinstance(d, int) for d in spatial) and tuple(spatial) != info.input_size:
-            raise InputError(f"{path}: the graph takes {spatial[0]}x{spatial[1]} but its metadata says "
-                             f"{info.input_height}x{info.input_width}")
-        out = list(self._output.shape)
-        out_type = _ORT_TYPES.get(self._output.type)
-        if info.argmax_in_graph:  # labels: an integer N x H x W map
-            if out_type not in (np.int32, np.int64) or len(out) != 3:
-                raise InputError(f"{path}: the metadata says the graph outputs class labels (argmax in the graph) but "
-                                 f"it outputs {self._output.type} of shape {out}; the metadata belongs to another model")
-        else:  # logits: float N x classes x H x W
-            if out_type not in (np.float32, np.float16) or len(out) != 4:
-                raise InputError(f"{path}: the metadata says the graph outputs float logits N x {info.num_classes} x H x W "
-                                 f"but it outputs {self._output.type} of shape {out}; the metadata belongs to another model")
-            if isinstance(out[1], int) and out[1] != info.num_classes:
-                raise InputError(f"{path}: the graph outputs {out[1]} classes but its metadata says {info.num_classes}")
-        if not info.dynamic and len(out) >= 3 and all(isinstance(d, int) for d in out[-2:]) \
-                and tuple(out[-2:]) != info.input_size:
-            raise InputError(f"{path}: the graph outputs {out[-2]}x{out[-1]} maps for a "
-                             f"{info.input_height}x{info.input_width} input; the metadata belongs to another model")
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         if self._input_type == np.float16:  # an FP16 graph without FP32 I/O: the runner contract stays float32

@@ -346,3 +346,90 @@ def test_full_disk_says_the_disk_is_full(workdir, capsys):
         assert main(["--fp32", "--backend", "onnxruntime", "-o", "full/x.onnx"]) == 2
         assert _one_line_error(capsys).endswith("the disk is full; free some space or write elsewhere (full/x.onnx)")
         assert not list((workdir / "full").iterdir())
+
+
+@pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT and a GPU are present: the engine is built, no next step")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_every_printed_next_step_passes_every_check_up_to_tensorrt(workdir, capsys, synthetic_root, precision):
+    """The printed lrnnet-build-engine command is run: it fails only for TensorRT's absence (fp32 included)."""
+    import shlex
+
+    calib = ["--calib-data", str(synthetic_root), "--calib-images", "4"] if precision == "int8" else []
+    assert main([f"--{precision}", "--backend", "tensorrt", "-o", "out.engine", "--workspace", "64",
+                 "--builder-optimization-level", "2", *calib]) == 0
+    printed = capsys.readouterr().out
+    command = shlex.split(printed.split("`")[1])
+    assert command[0] == "lrnnet-build-engine" and "--workspace" in command
+    assert main(command[1:]) == 2
+    assert "needs TensorRT and an NVIDIA GPU" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("lie", ["num_classes", "argmax_in_graph"])
+def test_metadata_that_contradicts_the_graph_is_refused(workdir, capsys, lie):
+    """The runtime's own check (check_graph_against_info) runs before the build, not at lrnnet-infer."""
+    import dataclasses
+
+    model = onnx.load(str(workdir / "lrnnet.onnx"))
+    info = ModelInfo.from_onnx_model(model)
+    if lie == "num_classes":
+        info = dataclasses.replace(info, num_classes=5, class_names=info.class_names[:5], palette=info.palette[:5],
+                                   model_config={**info.model_config, "num_classes": 5})
+    else:
+        info = dataclasses.replace(info, argmax_in_graph=True)
+    info.write_to(model)
+    onnx.save(model, str(workdir / "lie.onnx"))
+    assert main(["lie.onnx", "--fp16", "--backend", "onnxruntime"]) == 2
+    expected = "outputs 19 classes but its metadata says 5" if lie == "num_classes" else "the metadata belongs to"
+    assert expected in _one_line_error(capsys)
+    assert _files(workdir) == {"lrnnet.onnx", "lie.onnx"}
+
+
+@pytest.mark.parametrize("argv, refused", [
+    (["--fp16", "--calib-data", "/nonexistent", "--calib-cache", "c.json", "--calib-images", "3"],
+     "--calib-data is for INT8 calibration from the FP32 export, not --fp16"),
+    (["--fp32", "--calib-method", "entropy"], "--calib-method is for INT8 calibration"),
+    (["--int8", "--calib-data", "x", "--no-keep-io-fp32"], "--no-keep-io-fp32 is for the FP16 conversion"),
+    (["--fp16", "--backend", "onnxruntime", "--workspace", "100", "--timing-cache", "tc.bin"],
+     "--workspace is for TensorRT's builder; this build targets onnxruntime"),
+    (["--fp16", "--backend", "onnxruntime", "--builder-optimization-level", "5"],
+     "--builder-optimization-level is for TensorRT's builder"),
+    (["--fp16", "--backend", "onnxruntime", "--max-batch", "8"], "--max-batch is for TensorRT's optimization profile"),
+    (["--fp16", "--backend", "tensorrt", "--max-batch", "2"], "--max-batch is for dynamic-batch exports"),
+    (["--fp16", "--legacy-calibrator"], "--legacy-calibrator is for TensorRT 10's implicit INT8"),
+])
+def test_options_that_cannot_apply_are_refused(workdir, capsys, argv, refused):
+    assert main(argv) == 2
+    assert refused in _one_line_error(capsys)
+    assert _files(workdir) == {"lrnnet.onnx"}
+
+
+def test_tensorrt_ready_graph_refuses_calibration_options(workdir, capsys):
+    assert main(["--fp16", "--backend", "tensorrt"]) == 0
+    capsys.readouterr()
+    assert main(["lrnnet_fp16.trt.onnx", "--fp16", "--no-keep-io-fp32"]) == 2
+    assert "is a TensorRT-ready graph, calibrated and converted already" in _one_line_error(capsys)
+
+
+def test_max_batch_is_bounded(workdir, capsys, in_graph_onnx):
+    shutil.copy(in_graph_onnx, workdir / "dynamic.onnx")
+    assert main(["dynamic.onnx", "--fp16", "--backend", "tensorrt", "--max-batch", "100000000"]) == 2
+    assert "over 67 Mpixel (lrnnet.limits); at most --max-batch 512" in _one_line_error(capsys)
+    assert _files(workdir) == {"lrnnet.onnx", "dynamic.onnx"}
+
+
+def test_a_folder_as_source_is_said_to_be_a_folder(workdir, capsys):
+    (workdir / "cdir").mkdir()
+    assert main(["cdir", "--fp16"]) == 2
+    assert "ONNX file cdir is a directory" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("asked, used, said", [("percentile", "modelopt-max", True), ("minmax", "modelopt-max", False),
+                                               ("entropy", "modelopt-entropy", False), ("percentile", "percentile", False)])
+def test_another_calibration_method_than_asked_is_said(asked, used, said, caplog):
+    """Model Optimizer (TensorRT's INT8 recipe) has max and entropy only: a percentile request is not silently max."""
+    from lrnnet.calib.int8 import CalibrationRecord
+    from lrnnet.engine.build import _say_calibration_method
+
+    caplog.set_level("INFO", logger="lrnnet")
+    _say_calibration_method(asked, CalibrationRecord(method=used, images=4, digest="0", images_read=4, cache=None))
+    assert ("has no percentile method" in caplog.text) is said
