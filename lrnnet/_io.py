@@ -163,6 +163,11 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def remove_output(path: str | os.PathLike[str]) -> None:
+    """Take back an output committed outside command_outputs (a batch worker's, whose done-marker failed)."""
+    _remove(Path(path))
+
+
 # -- preflight -------------------------------------------------------------------------------------------
 
 

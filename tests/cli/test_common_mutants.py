@@ -253,6 +253,31 @@ def test_a_terminated_body_inside_library_except_exception_still_unwinds(capsys,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failure_caused_by_a_stop_signal_is_the_stop_with_what_was_kept(capsys, tmp_path):
+    """A signal that lands inside a C call surfaces as another exception (CPython's SystemError "returned a
+    result with an exception set", a library's own error): still the stop's one line and status, not an internal
+    error; a note the command added on the way out (a batch's kept outputs) replaces "no output was written"."""
+    from lrnnet.errors import add_note
+
+    def body(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except _common.Terminated:
+            error = SystemError("<built-in method> returned a result with an exception set")
+            add_note(error, "3 of 4 outputs are complete and kept; a rerun skips them")
+            raise error from None
+        return 0
+
+    assert _run(body) == 143
+    assert _errors(capsys) == [f"{PROG}: error: terminated by SIGTERM; 3 of 4 outputs are complete and kept; "
+                               "a rerun skips them"]
+
+    def later(args):  # a failure after a clean run of its own is not a stop
+        raise RuntimeError("boom")
+
+    assert _run(later) == 1
+
+
 def test_handlers_are_installed_during_the_body_and_restored(capsys):
     seen = {}
 
