@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lrnnet.data.labels import label_ids_to_train_ids
+from lrnnet.data.labels import invalid_train_ids, label_ids_to_train_ids, unknown_label_ids
 from lrnnet.errors import InputError
 
 SPLITS = ("train", "val", "test")
@@ -46,14 +46,41 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_train_ids(sample: Sample) -> np.ndarray:
-    """The sample's ground truth as trainIds (255 = ignore), HxW uint8."""
+    """The sample's ground truth as trainIds (255 = ignore), HxW uint8; a value outside its table is an InputError."""
     if sample.label_path is None:
         raise InputError(f"{sample.image_path} has no ground truth")
-    raw = cv2.imread(str(sample.label_path), cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.ndim != 2:
-        raise InputError(f"cannot read label image {sample.label_path} (expected a single-channel PNG)")
-    raw = raw.astype(np.uint8, copy=False)
+    raw = read_label_png(sample.label_path)
+    if sample.label_is_train_ids:
+        bad, allowed = invalid_train_ids(raw), "trainIds are 0..18 and 255 (ignore)"
+    else:
+        bad, allowed = unknown_label_ids(raw), "the Cityscapes table defines labelIds 0..33"
+    if bad:
+        shown = ", ".join(map(str, bad[:_SHOWN_VALUES])) + (", ..." if len(bad) > _SHOWN_VALUES else "")
+        raise InputError(f"label image {sample.label_path} holds unknown ids {shown}; {allowed}")
     return raw if sample.label_is_train_ids else label_ids_to_train_ids(raw)
+
+
+_SHOWN_VALUES = 5  # how many bad label values a message names
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """An 8-bit single-channel label PNG as HxW uint8, read as cityscapesscripts reads it (PIL).
+
+    A palette ("P") image gives its palette indices, which are the ids (cv2 would expand it to
+    colours); 16-bit and colour images are refused rather than wrapped or guessed.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            values = np.array(image) if mode in ("L", "P") else None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"cannot read label image {path} (missing, not an image, or corrupt)") from exc
+    if values is None:
+        kind = "16- or 32-bit" if mode.startswith("I") else f"mode {mode}"
+        raise InputError(f"label image {path} is {kind}; expected an 8-bit single-channel PNG (ids 0..255)")
+    return values
 
 
 def _expected_layout(root: Path, split: str) -> str:
