@@ -83,12 +83,33 @@ def read_label_png(path: Path) -> np.ndarray:
     return values
 
 
+def _refuse_stray_images(image_dir: Path) -> None:
+    """Images directly in leftImg8bit/{split}/ have no city, so no ground-truth folder: refuse, never skip."""
+    stray = sorted(image_dir.glob(f"*{IMAGE_SUFFIX}"))
+    if stray:
+        raise InputError(f"{len(stray)} images lie directly in {image_dir}, outside a city folder, e.g. {stray[0]}; "
+                         f"move them into {image_dir}/<city>/ (the Cityscapes layout)")
+
+
+def _label_files(label_dir: Path) -> dict[tuple[str, str], Path]:
+    """(city, stem) -> its ground-truth file; the labelIds PNG where both it and the labelTrainIds PNG exist."""
+    found: dict[tuple[str, str], Path] = {}
+    for suffix in (TRAIN_ID_SUFFIX, LABEL_ID_SUFFIX):  # labelIds last, so it wins
+        for path in label_dir.glob(f"*/*{suffix}"):
+            found[(path.parent.name, path.name[: -len(suffix)])] = path
+    return dict(sorted(found.items()))
+
+
 def _expected_layout(root: Path, split: str) -> str:
     return f"{root}/leftImg8bit/{split}/<city>/*{IMAGE_SUFFIX}"
 
 
 class CityscapesDataset:
-    """The image/label pairs of one split, sorted by city then name (deterministic)."""
+    """The image/label pairs of one split, sorted by city then name (deterministic).
+
+    Checked as the official evaluation pairs them: every image sits in a city folder, and (with
+    `require_labels`) every image has its ground truth and every ground-truth file its image.
+    """
 
     def __init__(self, root: str | Path, split: str = "val", require_labels: bool = True):
         if split not in SPLITS:
@@ -98,22 +119,38 @@ class CityscapesDataset:
         if not self.root.is_dir():
             raise InputError(f"Cityscapes root {self.root} does not exist")
         image_dir = self.root / "leftImg8bit" / split
+        _refuse_stray_images(image_dir)
         images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
         if not images:
             raise InputError(f"{self.root} is not a Cityscapes tree: no images for split '{split}'; "
                              f"expected {_expected_layout(self.root, split)}")
-        self.samples = [self._pair(path, require_labels) for path in images]
+        labels = _label_files(self.root / "gtFine" / split)
+        self.samples = [self._pair(path, labels) for path in images]
+        if require_labels:
+            self._check_pairing(labels)
 
-    def _pair(self, image_path: Path, require_labels: bool) -> Sample:
+    def _pair(self, image_path: Path, labels: dict[tuple[str, str], Path]) -> Sample:
         city = image_path.parent.name
         stem = image_path.name[: -len(IMAGE_SUFFIX)]
-        label_dir = self.root / "gtFine" / self.split / city
-        label_path = next((p for p in (label_dir / f"{stem}{LABEL_ID_SUFFIX}", label_dir / f"{stem}{TRAIN_ID_SUFFIX}")
-                           if p.is_file()), None)
-        if label_path is None and require_labels:
-            raise InputError(f"no ground truth for {image_path}: expected {label_dir / (stem + LABEL_ID_SUFFIX)} "
-                             f"(or *{TRAIN_ID_SUFFIX})")
-        return Sample(image_path, label_path, city, stem)
+        return Sample(image_path, labels.get((city, stem)), city, stem)
+
+    def _check_pairing(self, labels: dict[tuple[str, str], Path]) -> None:
+        """Refuse images without ground truth and ground truth without images (the official script's
+        "Found no prediction for ground truth"): either would score a split other than the one on disk."""
+        unlabelled = [s for s in self.samples if s.label_path is None]
+        if unlabelled:
+            first = unlabelled[0]
+            expected = self.root / "gtFine" / self.split / first.city / f"{first.stem}{LABEL_ID_SUFFIX}"
+            raise InputError(f"no ground truth for {len(unlabelled)} of {len(self.samples)} {self.split} images, "
+                             f"e.g. {first.image_path}: expected {expected} (or *{TRAIN_ID_SUFFIX})")
+        imaged = {(s.city, s.stem) for s in self.samples}
+        orphans = [key for key in labels if key not in imaged]
+        if orphans:
+            city, stem = orphans[0]
+            raise InputError(f"{len(orphans)} of {len(labels)} ground-truth files in {self.root / 'gtFine' / self.split} "
+                             f"have no image, e.g. {labels[orphans[0]]}: expected "
+                             f"{self.root / 'leftImg8bit' / self.split / city / (stem + IMAGE_SUFFIX)} "
+                             f"({len(self.samples)} images)")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -124,6 +124,32 @@ def test_missing_labels_and_bad_roots(synthetic_root, tmp_path):
     assert len(CityscapesDataset(root, "val", require_labels=False)) == 4
 
 
+def test_ground_truth_without_its_image_is_refused_with_counts(synthetic_root, tmp_path):
+    root = _copy_of(synthetic_root, tmp_path)
+    shutil.rmtree(root / "leftImg8bit" / "val" / "synth1")
+    with pytest.raises(InputError, match=r"2 of 4 ground-truth files in .*gtFine/val have no image, e.g. "
+                                         r".*synth1_.*_gtFine_labelIds.png: expected .*leftImg8bit/val/synth1/"):
+        CityscapesDataset(root, "val")
+    assert len(CityscapesDataset(root, "val", require_labels=False)) == 2  # calibration needs no labels
+
+
+def test_images_without_their_ground_truth_are_counted(synthetic_root, tmp_path):
+    root = _copy_of(synthetic_root, tmp_path)
+    _first_val_label(root).unlink()
+    with pytest.raises(InputError, match=r"no ground truth for 1 of 4 val images, e.g. .*synth0_"):
+        CityscapesDataset(root, "val")
+
+
+def test_images_outside_a_city_folder_are_refused_not_skipped(synthetic_root, tmp_path):
+    root = _copy_of(synthetic_root, tmp_path)
+    image = sorted((root / "leftImg8bit" / "val").glob("*/*_leftImg8bit.png"))[0]
+    image.rename(image.parent.parent / image.name)
+    for require_labels in (True, False):
+        with pytest.raises(InputError, match=rf"1 images lie directly in .*leftImg8bit/val, outside a city "
+                                             rf"folder, e.g. .*{image.name}"):
+            CityscapesDataset(root, "val", require_labels=require_labels)
+
+
 def test_spread_across_cities_is_round_robin_and_deterministic(synthetic_root):
     samples = CityscapesDataset(synthetic_root, "train").samples
     chosen = spread_across_cities(samples, 5)
