@@ -86,3 +86,22 @@ def test_bad_inputs_are_one_line_and_exit_2(tiny_checkpoint, tiny_onnx, syntheti
     not_a_model.write_text("not onnx")
     _bad(["--model", str(not_a_model), "--data", data], capsys)
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_split_without_labelled_pixels_is_exit_2_for_model_and_compare(tiny_checkpoint, tiny_onnx, synthetic_root,
+                                                                       tmp_path, capsys):
+    import shutil
+
+    import cv2
+
+    root = tmp_path / "cs"
+    shutil.copytree(synthetic_root / "leftImg8bit" / "val", root / "leftImg8bit" / "val")
+    for label in synthetic_root.glob("gtFine/val/*/*_gtFine_labelIds.png"):
+        unlabelled = root / label.relative_to(synthetic_root)
+        unlabelled.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(unlabelled), np.zeros_like(cv2.imread(str(label), cv2.IMREAD_UNCHANGED)))  # 0: unlabeled
+    data = str(root)
+    for models in (["--model", str(tiny_onnx)], ["--compare", str(tiny_checkpoint), str(tiny_onnx)]):
+        rc = main([*models, "--data", data, "--device", "cpu", "--limit", "1"])
+        last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the runner's own info lines
+        assert rc == 2 and last_line.startswith("lrnnet-eval: error: no labelled pixels in the split"), last_line
