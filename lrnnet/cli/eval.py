@@ -26,7 +26,8 @@ def build_parser() -> Parser:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: a GPU when there is one)")
     parser.add_argument("--size", type=parse_size, default=None, metavar="HxW",
                         help="model input size; default: the export's own size (a .pth runs at the size of the "
-                             "first export compared, else 512x1024)")
+                             "first static export compared, else at lrnnet-export's default for it: the size it was "
+                             "validated at, else 512x1024); the output line says which")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch and ONNX Runtime (default: from the CPUs this process may use, "
                              "said in the line 'threads: ...')")
@@ -64,6 +65,7 @@ def _body(args: argparse.Namespace) -> int:
     from lrnnet.data import CityscapesDataset
     from lrnnet.errors import InputError
     from lrnnet.eval import (
+        ChosenSize,
         EvalReport,
         check_sizes,
         common_size,
@@ -86,7 +88,9 @@ def _body(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    size = args.size or common_size(models, args.backend)
+    chosen = ChosenSize(args.size, "--size") if args.size else common_size(models, args.backend)
+    size = chosen.size if chosen else None
+    size_why = chosen.why if chosen else "the model's own size"
     check_sizes(models, size, args.backend)  # fail before the first model runs, not after
 
     reports: list[EvalReport] = []
@@ -103,8 +107,8 @@ def _body(args: argparse.Namespace) -> int:
                               desc=f"Evaluating {model.name}")
         reports.append(report)
         height, width = report.input_size
-        print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width}, "
-              f"{report.images} {args.split} images, {report.seconds:.1f} s")
+        print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width} "
+              f"({size_why}), {report.images} {args.split} images, {report.seconds:.1f} s")
         if not several:
             print(report.table())
 

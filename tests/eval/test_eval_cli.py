@@ -105,3 +105,22 @@ def test_a_split_without_labelled_pixels_is_exit_2_for_model_and_compare(tiny_ch
         rc = main([*models, "--data", data, "--device", "cpu", "--limit", "1"])
         last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the runner's own info lines
         assert rc == 2 and last_line.startswith("lrnnet-eval: error: no labelled pixels in the split"), last_line
+
+
+def test_a_pth_runs_at_the_size_it_was_validated_at_unless_size_says_otherwise(tiny_checkpoint, synthetic_root,
+                                                                              tmp_path, capsys):
+    from lrnnet.eval import common_size
+    from lrnnet.models import load_checkpoint, save_checkpoint
+
+    validated = tmp_path / "validated.pth"
+    save_checkpoint(validated, load_checkpoint(tiny_checkpoint), sizes={"val_size": [64, 128]})
+    report = tmp_path / "report.json"
+    for extra, size, why in (([], [64, 128], "the size validated.pth was validated at"),
+                             (["--size", "128x256"], [128, 256], "--size")):
+        assert main(["--model", str(validated), "--data", str(synthetic_root), "--device", "cpu", "--limit", "1",
+                     "--json", str(report), *extra]) == 0
+        assert f"input {size[0]}x{size[1]} ({why})" in capsys.readouterr().out
+        assert json.loads(report.read_text())["input_size"] == size
+        report.unlink()
+    # lrnnet-export's default for a checkpoint recording no size, through the same helper
+    assert common_size([tiny_checkpoint]) == ((512, 1024), "tiny.pth records no validation size")
