@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lrnnet.cli._common import (
     Parser,
+    check_fp16_backend,
     image_side,
     make_parser,
     non_negative_int,
@@ -67,9 +68,7 @@ def _runner_options(args: argparse.Namespace, backend: str) -> dict:
     elif args.cuda_graph and backend != "torch":
         raise InputError(f"--cuda-graph is for the torch and tensorrt backends, not {backend}")
     if args.fp16 is not None:
-        if backend != "torch":
-            raise InputError(f"--fp16/--no-fp16 is for the torch backend; an {backend} model's precision lives in "
-                             "its graph (build lrnnet_fp16.onnx with lrnnet-build-engine --fp16)")
+        check_fp16_backend("--fp16/--no-fp16", backend)
         options["fp16"] = args.fp16
     if args.threads is not None:
         if backend == "onnxruntime":

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
+from lrnnet.cli._common import Parser, check_fp16_backend, make_parser, parse_size, positive_int, run_command
 
 PROG = "lrnnet-eval"
 
@@ -32,7 +32,8 @@ def build_parser() -> Parser:
                         help="CPU threads for torch and ONNX Runtime (default: from the CPUs this process may use, "
                              "said in the line 'threads: ...')")
     parser.add_argument("--fp16", action="store_true",
-                        help="run a .pth under FP16 autocast (CUDA only); by default it is the FP32 reference")
+                        help="run a .pth under FP16 autocast (CUDA only); by default it is the FP32 reference. An "
+                             "export's precision is in its graph: --fp16 with no .pth is refused")
     parser.add_argument("--batch", type=positive_int, default=1, help="images per inference call")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="only the first N images (a quick look; not a comparable score)")
@@ -74,6 +75,7 @@ def _body(args: argparse.Namespace) -> int:
         evaluate,
         open_at_size,
     )
+    from lrnnet.runtime.factory import resolve_backend
 
     models: list[Path] = list(args.compare) if args.compare else [args.model]
     preflight(inputs=[*models, args.data], outputs=[args.json], folders=[args.save_predictions])
@@ -83,6 +85,9 @@ def _body(args: argparse.Namespace) -> int:
     for model in models:
         if not model.is_file():
             raise InputError(f"model file {model} does not exist")
+    if args.fp16:  # with --compare it applies to the .pth models; each row of the table says its precision
+        backends = [resolve_backend(model, args.backend) for model in models]
+        check_fp16_backend("--fp16", "torch" if "torch" in backends else backends[0])
     dataset = CityscapesDataset(args.data, args.split)
     if args.threads is not None:
         import torch

@@ -124,3 +124,13 @@ def test_a_pth_runs_at_the_size_it_was_validated_at_unless_size_says_otherwise(t
         report.unlink()
     # lrnnet-export's default for a checkpoint recording no size, through the same helper
     assert common_size([tiny_checkpoint]) == ((512, 1024), "tiny.pth records no validation size")
+
+
+def test_fp16_is_refused_where_it_cannot_apply_naming_the_option(tiny_checkpoint, tiny_onnx, synthetic_root,
+                                                                 capsys):
+    data = str(synthetic_root)
+    assert "--fp16 is for the torch backend (a .pth); an onnxruntime model's precision lives in its graph" in \
+        _bad(["--model", str(tiny_onnx), "--data", data, "--fp16"], capsys)
+    rc = main(["--model", str(tiny_checkpoint), "--data", data, "--fp16", "--device", "cpu"])
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "on the CPU run FP32: drop --fp16" in last_line, last_line
