@@ -83,7 +83,7 @@ def _runner_options(args: argparse.Namespace, backend: str) -> dict:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import preflight, write_json_atomic
+    from lrnnet._io import check_input, preflight, write_json_atomic
     from lrnnet.errors import InputError
     from lrnnet.runtime.benchmark import (
         SWEEP_SIZES,
@@ -102,8 +102,7 @@ def _body(args: argparse.Namespace) -> int:
         raise InputError("give both --height and --width (or neither: 512x1024)")
     if args.sweep is not None and args.height is not None:
         raise InputError("give either --height/--width or --sweep, not both")
-    if not args.model.is_file():
-        raise InputError(f"model file {args.model} does not exist")
+    check_input(args.model, "model file")
     preflight(inputs=[args.model], outputs=[args.json])
     backend = resolve_backend(args.model, args.backend)
     sizes = (args.sweep or list(SWEEP_SIZES)) if args.sweep is not None else \

@@ -62,7 +62,7 @@ def _runner_options(model: Path, args: argparse.Namespace) -> dict:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import preflight, write_json_atomic
+    from lrnnet._io import check_input, preflight, write_json_atomic
     from lrnnet.data import CityscapesDataset
     from lrnnet.errors import InputError
     from lrnnet.eval import (
@@ -83,8 +83,7 @@ def _body(args: argparse.Namespace) -> int:
     if several and len(models) < 2:
         raise InputError("--compare needs at least two models (the first is the reference)")
     for model in models:
-        if not model.is_file():
-            raise InputError(f"model file {model} does not exist")
+        check_input(model, "model file")
     if args.fp16:  # with --compare it applies to the .pth models; each row of the table says its precision
         backends = [resolve_backend(model, args.backend) for model in models]
         check_fp16_backend("--fp16", "torch" if "torch" in backends else backends[0])

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lrnnet._io import check_input
 from lrnnet.data.labels import invalid_train_ids, label_ids_to_train_ids, unknown_label_ids
 from lrnnet.errors import InputError
 
@@ -114,10 +115,8 @@ class CityscapesDataset:
     def __init__(self, root: str | Path, split: str = "val", require_labels: bool = True):
         if split not in SPLITS:
             raise InputError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
-        self.root = Path(root)
+        self.root = check_input(root, "Cityscapes root", folder=True)
         self.split = split
-        if not self.root.is_dir():
-            raise InputError(f"Cityscapes root {self.root} does not exist")
         image_dir = self.root / "leftImg8bit" / split
         _refuse_stray_images(image_dir)
         images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))

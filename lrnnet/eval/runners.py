@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lrnnet._io import check_input
 from lrnnet.errors import InputError
 from lrnnet.log import logger
 
@@ -82,9 +83,7 @@ def open_at_size(path: str | Path, size: tuple[int, int] | None = None, backend:
     """
     from lrnnet.runtime.factory import open_runner, resolve_backend
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"model file {path} does not exist")
+    path = check_input(path, "model file")
     chosen = resolve_backend(path, backend)
     if size is None:
         return open_runner(path, backend=backend, device=device, **options)

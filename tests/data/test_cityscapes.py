@@ -50,7 +50,7 @@ def _copy_of(synthetic_root, tmp_path):
 
 
 def _first_val_label(root):
-    return sorted((root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))[0]
+    return min((root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
 
 
 def test_unknown_label_ids_are_refused_naming_file_and_ids(synthetic_root, tmp_path):
@@ -142,7 +142,7 @@ def test_images_without_their_ground_truth_are_counted(synthetic_root, tmp_path)
 
 def test_images_outside_a_city_folder_are_refused_not_skipped(synthetic_root, tmp_path):
     root = _copy_of(synthetic_root, tmp_path)
-    image = sorted((root / "leftImg8bit" / "val").glob("*/*_leftImg8bit.png"))[0]
+    image = min((root / "leftImg8bit" / "val").glob("*/*_leftImg8bit.png"))
     image.rename(image.parent.parent / image.name)
     for require_labels in (True, False):
         with pytest.raises(InputError, match=rf"1 images lie directly in .*leftImg8bit/val, outside a city "

@@ -134,3 +134,10 @@ def test_fp16_is_refused_where_it_cannot_apply_naming_the_option(tiny_checkpoint
     rc = main(["--model", str(tiny_checkpoint), "--data", data, "--fp16", "--device", "cpu"])
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and "on the CPU run FP32: drop --fp16" in last_line, last_line
+
+
+def test_a_file_for_data_and_a_folder_for_model_are_named_as_such(tiny_onnx, synthetic_root, tmp_path, capsys):
+    assert _bad(["--model", str(tiny_onnx), "--data", str(tiny_onnx)], capsys).endswith(
+        f"Cityscapes root {tiny_onnx} is a file, not a folder")
+    assert _bad(["--model", str(tmp_path), "--data", str(synthetic_root)], capsys).endswith(
+        f"model file {tmp_path} is a directory, not a file")
