@@ -55,6 +55,7 @@ __all__ = [
     "TEMP_MARK",
     "OutputSet",
     "atomic_output",
+    "check_input",
     "check_writable",
     "clean_stale_temps",
     "clean_stale_temps_in",
@@ -216,6 +217,21 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
     scope = _current_scope()
     if scope is not None:
         scope.watched.append(path)
+
+
+def check_input(path: str | os.PathLike[str], what: str, folder: bool = False) -> Path:
+    """`path`, if it is an existing file (a folder with `folder`); else InputError saying what it is instead
+    (missing, a directory, a file), so a wrong argument is not reported as a missing one."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if folder and not path.is_dir():
+        raise InputError(f"{what} {path} is a file, not a folder")
+    if not folder and path.is_dir():
+        raise InputError(f"{what} {path} is a directory, not a file")
+    if not folder and not path.is_file():  # a device, a FIFO, a socket
+        raise InputError(f"{what} {path} is not a regular file")
+    return path
 
 
 def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),

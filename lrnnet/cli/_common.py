@@ -203,6 +203,14 @@ def _fail(prog: str, message: str, status: int) -> int:
     return status
 
 
+def check_fp16_backend(option: str, backend: str) -> None:
+    """`option` (--fp16 and the like) sets the torch backend's autocast; an exported model's precision is
+    fixed in its graph, so the option would be silently ignored there: InputError instead."""
+    if backend != "torch":
+        raise InputError(f"{option} is for the torch backend (a .pth); an {backend} model's precision lives in "
+                         "its graph (build lrnnet_fp16.onnx with lrnnet-build-engine --fp16)")
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'512x1024' -> (512, 1024) as (height, width); argparse type."""
     try:

@@ -30,7 +30,7 @@ import numpy as np
 
 from lrnnet._io import atomic_output, write_image
 from lrnnet.data.cityscapes import Sample
-from lrnnet.data.labels import CLASS_NAMES, NUM_CLASSES, train_ids_to_label_ids
+from lrnnet.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, train_ids_to_label_ids
 from lrnnet.data.preprocess import resize_labels
 from lrnnet.errors import InputError
 from lrnnet.eval.metrics import ConfusionMatrix
@@ -197,6 +197,9 @@ def evaluate(runner: _Predictor, dataset: Any, *, batch_size: int = 1, limit: in
                 save_prediction(save_predictions, sample, full)
             images += 1
     seconds = time.perf_counter() - start
+    if not confusion.matrix.any():  # every ground-truth pixel is ignore: an mIoU of nothing, not a score
+        raise InputError(f"no labelled pixels in the split: every ground-truth pixel of the {images} images "
+                         f"evaluated is ignore ({IGNORE_INDEX} as a trainId, e.g. labelId 0 'unlabeled')")
     report = EvalReport(
         confusion=confusion, images=images, model=model_name or f"{runner.backend} {runner.precision}",
         backend=runner.backend, precision=runner.precision, device=runner.device,
