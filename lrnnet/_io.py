@@ -43,6 +43,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ __all__ = [
     "keep_outputs",
     "preflight",
     "refuse_overwrite",
+    "scratch_folder",
     "verify_for",
     "verify_image",
     "verify_json",
@@ -150,6 +152,26 @@ def _writer_gone(name: str, prefix: str) -> bool:
     """The temporary `name` (after `prefix` comes its writer's pid) was left by a process that has ended."""
     pid_text = name[len(prefix):].split("-", 1)[0]
     return pid_text.isdigit() and not _pid_alive(int(pid_text))
+
+
+@contextlib.contextmanager
+def scratch_folder(name: str) -> Iterator[Path]:
+    """A scratch folder in the system temp folder, removed on exit, that also takes the temporaries of the
+    libraries called inside (tempfile's default folder points into it: ONNX Runtime's quantizer writes its
+    model-sized augmented model with no option for where). Named as a temporary of ``<tmp>/<name>`` with
+    this process's pid, so a run killed with SIGKILL leaves it to the next run's `clean_stale_temps`.
+    """
+    anchor = Path(tempfile.gettempdir()) / name
+    clean_stale_temps(anchor)
+    folder = temp_path_for(anchor)
+    folder.mkdir(mode=0o700)
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved
+        _remove(folder)
 
 
 def glob_escape(text: str) -> str:
