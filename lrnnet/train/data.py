@@ -28,7 +28,9 @@ from lrnnet.data.labels import IGNORE_INDEX
 from lrnnet.data.preprocess import preprocess, resize_frame, resize_labels
 from lrnnet.data.synthetic import write_synthetic_cityscapes
 from lrnnet.errors import InputError
+from lrnnet.eval.evaluate import check_labels_match
 from lrnnet.log import logger, timed_step
+from lrnnet.train.config import scaled_size
 
 __all__ = ["EpochBatches", "TrainingSet", "augment", "check_split", "epoch_order", "prepare_synthetic"]
 
@@ -40,8 +42,7 @@ def augment(image_bgr: np.ndarray, train_ids: np.ndarray, size: tuple[int, int],
             ) -> tuple[np.ndarray, np.ndarray]:
     """One augmented (BGR uint8 crop, trainIds crop), both of shape `crop`."""
     scale = float(rng.uniform(*scale_range)) if scale_range[0] != scale_range[1] else scale_range[0]
-    height = max(round(size[0] * scale), 1)
-    width = max(round(size[1] * scale), 1)
+    height, width = scaled_size(size, scale)
     image = resize_frame(image_bgr, (height, width))
     labels = resize_labels(train_ids, (height, width))
 
@@ -78,6 +79,7 @@ class TrainingSet(torch.utils.data.Dataset):
         image, labels, sample = self.dataset[index]
         if labels is None:  # CityscapesDataset(require_labels=True) already refuses this
             raise InputError(f"{sample.image_path} has no ground truth")
+        check_labels_match(image, labels, sample)  # as lrnnet-eval: stretched labels would teach wrong pixels
         rng = np.random.default_rng([self.seed, epoch, index])
         image, labels = augment(image, labels, self.size, self.crop, self.scale_range, self.flip, rng)
         tensor = torch.from_numpy(preprocess(image, self.crop)[0])  # THE normalisation, no resize at crop size
