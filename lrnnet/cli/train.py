@@ -38,7 +38,8 @@ def build_parser() -> Parser:
     data.add_argument("--crop", type=parse_size, metavar="HxW", help="training crop after random scaling "
                                                                       "(default: --size)")
     data.add_argument("--scale-range", type=finite_float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"),
-                      help="random scale range")
+                      help="random scale range: --size times MIN must keep 8 pixels (the model's stride) a side, "
+                           "times MAX stay within 8192 a side")
     data.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     data.add_argument("--workers", type=int, default=0, metavar="N",
                       help="DataLoader worker processes (0 on a small CPU machine: workers would compete with "
@@ -53,20 +54,21 @@ def build_parser() -> Parser:
     schedule.add_argument("--batch", type=positive_int, default=8, metavar="N", help="images per iteration")
     schedule.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     schedule.add_argument("--lr", type=finite_float, default=5e-4, help="initial learning rate (poly decay, power 0.9)")
-    schedule.add_argument("--weight-decay", type=finite_float, default=1e-4)
+    schedule.add_argument("--weight-decay", type=finite_float, default=1e-4, help="L2 weight decay, from 0 to below 1")
     schedule.add_argument("--val-every", type=positive_int, default=1, metavar="N",
                           help="validate every N epochs (and after the last)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=Path("runs/lrnnet"), metavar="DIR", help="output folder")
     run.add_argument("--resume", type=Path, metavar="CKPT",
-                     help="continue a run from its last.pth (same options: an exact continuation)")
+                     help="continue a run from its last.pth (same options: an exact continuation); Ctrl-C or "
+                          "SIGTERM save one at the end of the running step")
     run.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     run.add_argument("--amp", action="store_true", help="FP16 mixed precision (CUDA only)")
     run.add_argument("--threads", type=positive_int, metavar="N",
                      help="torch CPU threads (default: from the CPUs this process may use: 1 on 2 CPUs, which "
                           "trains several times faster than 2 on shared cores)")
-    run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and augmentation")
+    run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and augmentation (0 to 2^32-1)")
     return parser
 
 
@@ -86,7 +88,7 @@ def _body(args: argparse.Namespace) -> int:
     )
     result = train(config)
     size = result.input_size
-    best = "n/a" if result.best is None else f"{100 * result.best_miou:.1f}% at epoch {result.best_epoch}"
+    best = "n/a" if result.best_epoch is None else f"{100 * result.best_miou:.1f}% at epoch {result.best_epoch}"
     last = "n/a" if math.isnan(result.final_miou) else f"{100 * result.final_miou:.1f}%"
     print(f"trained {result.steps} of {result.total_steps} steps in {result.seconds:.0f} s: best val mIoU {best}, "
           f"last {last} (lrnnet.eval at {size[0]}x{size[1]})")
