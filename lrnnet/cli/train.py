@@ -6,8 +6,12 @@ import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lrnnet.cli._common import Parser, finite_float, make_parser, parse_size, positive_int, run_command
+
+if TYPE_CHECKING:
+    from lrnnet.train import TrainConfig
 
 PROG = "lrnnet-train"
 
@@ -72,13 +76,11 @@ def build_parser() -> Parser:
     return parser
 
 
-def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import check_writable, refuse_overwrite
-    from lrnnet.train import TrainConfig, train
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run lrnnet-train's arguments ask for (not yet resolved)."""
+    from lrnnet.train import TrainConfig
 
-    refuse_overwrite(inputs=[args.data, args.resume], outputs=[args.out])
-    check_writable(args.out, directory=True, make_parents=True)  # before any data is written or read
-    config = TrainConfig(
+    return TrainConfig(
         data=args.data, synthetic=args.synthetic, out=args.out, size=args.size, crop=args.crop,
         scale_range=tuple(args.scale_range), flip=not args.no_flip, epochs=args.epochs, iters=args.iters,
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
@@ -86,7 +88,15 @@ def _body(args: argparse.Namespace) -> int:
         val_every=args.val_every, synthetic_train=args.synthetic_images,
         synthetic_val=max(2, args.synthetic_images // 4),
     )
-    result = train(config)
+
+
+def _body(args: argparse.Namespace) -> int:
+    from lrnnet._io import check_writable, refuse_overwrite
+    from lrnnet.train import train
+
+    refuse_overwrite(inputs=[args.data, args.resume], outputs=[args.out])
+    check_writable(args.out, directory=True, make_parents=True)  # before any data is written or read
+    result = train(config_from_args(args))
     size = result.input_size
     best = "n/a" if result.best_epoch is None else f"{100 * result.best_miou:.1f}% at epoch {result.best_epoch}"
     last = "n/a" if math.isnan(result.final_miou) else f"{100 * result.final_miou:.1f}%"

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from lrnnet._io import write_json_atomic
+from lrnnet._io import atomic_output, write_json_atomic
 from lrnnet.data.cityscapes import CityscapesDataset
 from lrnnet.data.labels import IGNORE_INDEX
 from lrnnet.data.preprocess import preprocess, resize_frame, resize_labels
@@ -129,10 +129,12 @@ def prepare_synthetic(root: Path, size: tuple[int, int], counts: dict[str, int],
     if root.exists() and any(root.iterdir()):
         raise InputError(f"--synthetic would write into {root}, which is not empty and not a synthetic tree; "
                          "give an empty or new folder")
+    # One folder renamed into place when complete: an interrupted run leaves no partial tree (which,
+    # without its marker, the next run would have to refuse), only a temporary that is cleaned up.
     with timed_step(f"Writing {counts.get('train', 0)}+{counts.get('val', 0)} synthetic scenes at "
-                    f"{size[0]}x{size[1]} to {root}"):
-        write_synthetic_cityscapes(root, size=size, counts=counts, seed=seed)
-    write_json_atomic(marker, wanted)
+                    f"{size[0]}x{size[1]} to {root}"), atomic_output(root, directory=True) as tmp:
+        write_synthetic_cityscapes(tmp, size=size, counts=counts, seed=seed)
+        write_json_atomic(tmp / SYNTHETIC_MARKER, wanted)
     return root
 
 

@@ -54,7 +54,7 @@ from lrnnet.train.config import RUN_DEFINING, TrainConfig
 from lrnnet.train.data import EpochBatches, TrainingSet, check_split, prepare_synthetic
 from lrnnet.train.schedule import poly_lr
 
-__all__ = ["BEST", "LAST", "TrainResult", "train"]
+__all__ = ["BEST", "LAST", "TrainResult", "changed_settings", "train"]
 
 LAST, BEST = "last.pth", "best.pth"
 # last.pth is rewritten after a validation, at the end, when stopped, and otherwise at most this often,
@@ -239,6 +239,14 @@ def _holds_best(candidate: Path, payload: dict[str, Any]) -> bool:
         return False
     return (isinstance(other, dict) and other.get("best_epoch") == payload["best_epoch"]
             and other.get("best_miou") == payload["best_miou"])
+
+
+def changed_settings(previous: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The settings that define a run (RUN_DEFINING) where a checkpoint's `train_config` and `config`
+    differ, as 'name old -> new': empty when continuing it is an exact continuation."""
+    current = config.to_dict()
+    return [f"{key} {previous.get(key)!r} -> {current[key]!r}" for key in RUN_DEFINING
+            if previous.get(key) != current[key]]
 
 
 def _prepare_data(config: TrainConfig) -> Path:
@@ -548,10 +556,7 @@ class _Run:
 
     def resume(self, path: Path, payload: dict[str, Any]) -> None:
         """Continue from `payload`, a checkpoint of this trainer (checked by _check_resumable)."""
-        previous = payload["train_config"]
-        current = self.config.to_dict()
-        changed = [f"{key} {previous.get(key)!r} -> {current[key]!r}" for key in RUN_DEFINING
-                   if previous.get(key) != current[key]]
+        changed = changed_settings(payload["train_config"], self.config)
         if changed:
             logger.warning("Resuming with other settings than the checkpoint's run (%s): training continues, "
                            "but not as an exact continuation", "; ".join(changed))
