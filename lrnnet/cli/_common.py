@@ -15,15 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from lrnnet.errors import InputError, Terminated
+from lrnnet.limits import MAX_PIXELS, MAX_SIDE
 from lrnnet.log import deferred_notes, set_progress, setup_logging
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
-# One bound for every size flag, checked before anything is allocated: 8192 a side (a 8K frame) and
-# 64 Mpixel in all; far above any real segmentation input, far below what exhausts memory.
-MAX_SIDE = 8192
-MAX_PIXELS = 8192 * 8192
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
                    errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST}
 
@@ -180,7 +177,8 @@ _NOTHING_COMMITTED = "; no output was written"
 
 
 # How native allocators (torch CPU/CUDA, ONNX Runtime, C++) say MemoryError: the machine's limit, not a bug.
-_OUT_OF_MEMORY = ("can't allocate memory", "failed to allocate memory", "bad_alloc", "out of memory",
+# OpenCV says "Failed to allocate N bytes".
+_OUT_OF_MEMORY = ("can't allocate memory", "failed to allocate", "bad_alloc", "out of memory",
                   "unable to allocate")
 _OUT_OF_MEMORY_MESSAGE = "out of memory: use a smaller --size or batch, or a machine with more memory"
 

@@ -211,6 +211,9 @@ def test_internal_errors_messages_in_full(capsys, monkeypatch):
     assert _run(_raise(RuntimeError("OUT OF MEMORY on device 0"))) == 2
     assert _errors(capsys) == [f"{PROG}: error: out of memory: use a smaller --size or batch, or a machine with more memory"]
     assert _run(_raise(RuntimeError("memory was fine"))) == 1
+    # OpenCV's words (cv2.error) for a resize it cannot allocate
+    assert _run(_raise(RuntimeError("OpenCV(4.10.0) alloc.cpp:73: error: (-4:Insufficient memory) "
+                                    "Failed to allocate 24576000000 bytes in function 'OutOfMemoryError'"))) == 2
     assert _run(_raise(OSError(errno.EIO, "Input/output error"))) == 1
     capsys.readouterr()
 
