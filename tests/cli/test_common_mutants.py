@@ -272,8 +272,8 @@ def test_a_failure_caused_by_a_stop_signal_is_the_stop_with_what_was_kept(capsys
         return 0
 
     assert _run(body) == 143
-    assert _errors(capsys) == [f"{PROG}: error: terminated by SIGTERM; 3 of 4 outputs are complete and kept; "
-                               "a rerun skips them"]
+    kept = "3 of 4 outputs are complete and kept; a rerun skips them"
+    assert _errors(capsys) == [f"{PROG}: error: terminated by SIGTERM; {kept}"]
 
     def later(args):  # a failure after a clean run of its own is not a stop
         raise RuntimeError("boom")
