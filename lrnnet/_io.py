@@ -43,6 +43,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ __all__ = [
     "TEMP_MARK",
     "OutputSet",
     "atomic_output",
+    "check_input",
     "check_writable",
     "clean_stale_temps",
     "clean_stale_temps_in",
@@ -64,6 +66,7 @@ __all__ = [
     "keep_outputs",
     "preflight",
     "refuse_overwrite",
+    "scratch_folder",
     "verify_for",
     "verify_image",
     "verify_json",
@@ -151,6 +154,26 @@ def _writer_gone(name: str, prefix: str) -> bool:
     return pid_text.isdigit() and not _pid_alive(int(pid_text))
 
 
+@contextlib.contextmanager
+def scratch_folder(name: str) -> Iterator[Path]:
+    """A scratch folder in the system temp folder, removed on exit, that also takes the temporaries of the
+    libraries called inside (tempfile's default folder points into it: ONNX Runtime's quantizer writes its
+    model-sized augmented model with no option for where). Named as a temporary of ``<tmp>/<name>`` with
+    this process's pid, so a run killed with SIGKILL leaves it to the next run's `clean_stale_temps`.
+    """
+    anchor = Path(tempfile.gettempdir()) / name
+    clean_stale_temps(anchor)
+    folder = temp_path_for(anchor)
+    folder.mkdir(mode=0o700)
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved
+        _remove(folder)
+
+
 def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
@@ -161,6 +184,11 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def remove_output(path: str | os.PathLike[str]) -> None:
+    """Take back an output committed outside command_outputs (a batch worker's, whose done-marker failed)."""
+    _remove(Path(path))
 
 
 # -- preflight -------------------------------------------------------------------------------------------
@@ -211,6 +239,21 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
     scope = _current_scope()
     if scope is not None:
         scope.watched.append(path)
+
+
+def check_input(path: str | os.PathLike[str], what: str, folder: bool = False) -> Path:
+    """`path`, if it is an existing file (a folder with `folder`); else InputError saying what it is instead
+    (missing, a directory, a file), so a wrong argument is not reported as a missing one."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if folder and not path.is_dir():
+        raise InputError(f"{what} {path} is a file, not a folder")
+    if not folder and path.is_dir():
+        raise InputError(f"{what} {path} is a directory, not a file")
+    if not folder and not path.is_file():  # a device, a FIFO, a socket
+        raise InputError(f"{what} {path} is not a regular file")
+    return path
 
 
 def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),

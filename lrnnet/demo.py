@@ -4,6 +4,11 @@ Each step is the real console command (its `main(argv)`, in this process), print
 so it can be copied: synthetic Cityscapes scenes (unless a real tree is given) -> lrnnet-train ->
 lrnnet-export -> lrnnet-build-engine FP16 and INT8 -> lrnnet-eval --compare -> lrnnet-infer on a
 street video -> lrnnet-bench, plus a preview PNG (frame | prediction | ground truth).
+
+A rerun in the same workdir continues: the synthetic scenes are reused when they were made with
+the same settings (their marker, lrnnet.train.data.prepare_synthetic), the training is resumed
+from run/last.pth, or skipped when that run finished with the same settings; the later steps run
+again (each rewrites its outputs atomically).
 """
 
 from __future__ import annotations
@@ -18,6 +23,17 @@ import numpy as np
 
 from lrnnet.errors import InputError
 from lrnnet.log import logger
+
+# The demo trains on random crops of half the network size, at these scales (the tests' fixture recipe).
+TRAIN_SCALES = (0.75, 1.5)
+
+
+class StepFailed(Exception):
+    """A step's command failed and said why on stderr, in its one line: the demo exits with its status."""
+
+    def __init__(self, title: str, status: int) -> None:
+        super().__init__(f"demo step '{title}' failed (exit {status})")
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -40,12 +56,39 @@ class DemoOptions:
     paper_bench_iters: int = 5  # 512x1024 on one CPU thread: about 1.3 s each on the shared box
     seed: int = 0
 
+    @property
+    def train_crop(self) -> tuple[int, int]:
+        return self.size[0] // 2, self.size[1] // 2
+
+    @property
+    def val_images(self) -> int:
+        return max(self.train_images // 4, 2)
+
     def validate(self) -> None:
-        stride = 8  # LRNNet.input_stride; checked again by every command
-        if self.size[0] % stride or self.size[1] % stride:
-            raise InputError(f"--size must be multiples of {stride}, got {self.size[0]}x{self.size[1]}")
-        if self.cityscapes is not None and not self.cityscapes.is_dir():
-            raise InputError(f"--cityscapes {self.cityscapes} is not a folder")
+        """Everything the steps would refuse about these options, before the first step writes anything."""
+        from lrnnet.models import LRNNet
+        from lrnnet.train.config import check_training_sizes
+
+        multiple = 2 * LRNNet.input_stride  # the half-size crop must be a multiple of the stride
+        if self.size[0] % multiple or self.size[1] % multiple:
+            raise InputError(f"--size must be multiples of {multiple} (the demo trains on half-size crops, multiples "
+                             f"of the model's stride {LRNNet.input_stride}), got {self.size[0]}x{self.size[1]}")
+        try:
+            check_training_sizes(self.size, self.train_crop, TRAIN_SCALES)
+        except InputError as exc:
+            raise InputError(f"--size {self.size[0]}x{self.size[1]} is too large for the demo's training at scales "
+                             f"{TRAIN_SCALES[0]}-{TRAIN_SCALES[1]} ({exc})") from None
+        if self.cityscapes is not None:
+            self._check_cityscapes(self.cityscapes)
+
+    def _check_cityscapes(self, root: Path) -> None:
+        from lrnnet.data import CityscapesDataset
+        from lrnnet.train.data import check_split
+
+        if not root.is_dir():
+            raise InputError(f"--cityscapes {root} is not a folder")
+        check_split(CityscapesDataset(root, "train"), self.batch)  # InputError for a tree of another layout
+        CityscapesDataset(root, "val")
 
 
 def _step(title: str, prog: str, main: Callable[[Sequence[str]], int], argv: list[str]) -> float:
@@ -53,8 +96,34 @@ def _step(title: str, prog: str, main: Callable[[Sequence[str]], int], argv: lis
     start = time.perf_counter()
     status = main(argv)
     if status != 0:
-        raise InputError(f"demo step '{title}' failed ({prog} exited {status}); see the line above")
+        raise StepFailed(title, status)  # its command printed the one error line
     return time.perf_counter() - start
+
+
+def _training_argv(run: Path, argv: list[str]) -> list[str] | None:
+    """lrnnet-train's arguments for a rerun: the same, plus --resume when `run` holds this run unfinished;
+    None when it holds it finished. A run there with other settings is refused (it is someone's result)."""
+    import torch
+
+    from lrnnet.cli import train
+    from lrnnet.train import LAST
+    from lrnnet.train.trainer import changed_settings
+
+    last = run / LAST
+    if not last.is_file():
+        return argv
+    try:  # mmap: the few numbers are read, not the tensors
+        payload = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        step, total, previous = int(payload["step"]), int(payload["total_steps"]), dict(payload["train_config"])
+    except Exception:  # noqa: BLE001 - damaged or foreign: lrnnet-train --resume says what is wrong with it
+        return [*argv, "--resume", str(last)]
+    changed = changed_settings(previous, train.config_from_args(train.build_parser().parse_args(argv)).resolved())
+    if changed:
+        raise InputError(f"{run} holds a training run with other settings ({'; '.join(changed)}); "
+                         "remove it or choose another --workdir")
+    if step >= total:
+        return None
+    return [*argv, "--resume", str(last)]
 
 
 def _size_arg(size: tuple[int, int]) -> str:
@@ -95,7 +164,7 @@ def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
 def run_demo(options: DemoOptions) -> dict[str, Path]:
     from lrnnet.cli import bench, build_engine, export, infer, train
     from lrnnet.cli import eval as eval_cli
-    from lrnnet.data import write_synthetic_cityscapes
+    from lrnnet.train.data import prepare_synthetic
 
     options.validate()
     work = options.workdir
@@ -106,19 +175,22 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
 
     if options.cityscapes is None:
         data = work / "cityscapes"
-        print(f"== No --cityscapes given: generating synthetic street scenes in {data}", flush=True)
-        val_images = max(options.train_images // 4, 2)
-        write_synthetic_cityscapes(data, size=options.scene_size,
-                                   counts={"train": options.train_images, "val": val_images}, seed=options.seed)
+        print(f"== No --cityscapes given: synthetic street scenes in {data}", flush=True)
+        prepare_synthetic(data, options.scene_size, {"train": options.train_images, "val": options.val_images},
+                          options.seed)  # reused when a run before made the same ones
     else:
         data = options.cityscapes
     run = work / "run"
     epochs = -(-options.train_iters // max(1, options.train_images // options.batch))
-    timings["train"] = _step("Train LRNNet", "lrnnet-train", train.main, [
-        "--data", str(data), "--size", size, "--crop", _size_arg((options.size[0] // 2, options.size[1] // 2)),
-        "--scale-range", "0.75", "1.5", "--iters", str(options.train_iters), "--batch", str(options.batch),
+    train_argv = _training_argv(run, [
+        "--data", str(data), "--size", size, "--crop", _size_arg(options.train_crop),
+        "--scale-range", *map(str, TRAIN_SCALES), "--iters", str(options.train_iters), "--batch", str(options.batch),
         "--lr", str(options.lr), "--val-every", str(max(1, epochs // options.validations)), "--out", str(run),
         "--seed", str(options.seed)])
+    if train_argv is None:
+        print(f"\n== Train LRNNet: {run} holds this training, finished; skipped", flush=True)
+    else:
+        timings["train"] = _step("Train LRNNet", "lrnnet-train", train.main, train_argv)
     checkpoint = run / "best.pth"
 
     onnx_path = work / "lrnnet.onnx"

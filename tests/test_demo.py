@@ -41,13 +41,94 @@ def test_demo_runs_end_to_end(tmp_path):
                  "run/best.pth"):
         assert (work / name).is_file(), name
 
+    # Again in the same workdir (a second `make demo`): the scenes and the finished training are kept.
+    scene = next((work / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))
+    made, trained = scene.stat().st_mtime_ns, (work / "run" / "last.pth").stat().st_mtime_ns
+    again = subprocess.run([str(Path(sys.executable).parent / "lrnnet-demo"), "--workdir", str(work), "--quick"],
+                           check=False, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "holds this training, finished; skipped" in again.stdout
+    assert scene.stat().st_mtime_ns == made and (work / "run" / "last.pth").stat().st_mtime_ns == trained
+    assert json.loads((work / "accuracy.json").read_text())["reports"][0]["precision"] == "fp32"
+
 
 def test_demo_rejects_bad_size(tmp_path):
     result = subprocess.run([str(Path(sys.executable).parent / "lrnnet-demo"), "--workdir", str(tmp_path / "d"),
                              "--size", "100x250"], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "multiples of 8" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "multiples of 16" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    # 8x8 is a multiple of the stride, but the training crop (half of it) is not
+    (["--size", "8x8"], "--size must be multiples of 16 (the demo trains on half-size crops"),
+    (["--size", "8192x8192"], "too large for the demo's training at scales 0.75-1.5"),
+    (["--cityscapes", "{empty}"], "is not a Cityscapes tree"),
+])
+def test_demo_refuses_what_a_step_would_refuse_before_writing_anything(argv, message, tmp_path, capsys):
+    from lrnnet.cli.demo import main
+
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{empty}", str(tmp_path / "empty")) for a in argv]
+    assert main(["--workdir", str(tmp_path / "d"), "--quick", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lrnnet-demo: error:") and message in err[0], err
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_failed_step_is_the_one_line_of_its_command(tmp_path, capsys, monkeypatch):
+    from lrnnet.cli import demo, train
+
+    def failing_train(argv):
+        print("lrnnet-train: error: what went wrong", file=sys.stderr)
+        return 2
+
+    monkeypatch.setattr(train, "main", failing_train)
+    assert demo.main(["--workdir", str(tmp_path / "d"), "--quick", "--no-progress"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": error:" in line]
+    assert lines == ["lrnnet-train: error: what went wrong"]
+
+
+def test_quick_presets_give_way_to_explicit_options():
+    from lrnnet.cli.demo import QUICK, build_parser, options_from_args
+    from lrnnet.demo import DemoOptions
+
+    def options(*argv):
+        return options_from_args(build_parser().parse_args(list(argv)))
+
+    explicit = options("--quick", "--size", "128x256", "--train-iters", "1", "--train-images", "4",
+                       "--video-frames", "3")
+    assert (explicit.size, explicit.train_iters, explicit.train_images, explicit.video_frames) == ((128, 256), 1, 4, 3)
+    assert explicit.scene_size == (128, 256) and explicit.batch == QUICK["batch"]  # the rest of --quick stays
+    quick = options("--quick")
+    assert (quick.size, quick.train_iters, quick.scene_size) == ((64, 128), 4, (64, 128))
+    assert options() == DemoOptions()
+    assert options("--size", "64x128").scene_size == DemoOptions().scene_size
+
+
+def test_a_rerun_resumes_or_skips_the_training_and_refuses_another_one(tmp_path):
+    from lrnnet.cli import train as train_cli
+    from lrnnet.demo import _training_argv
+    from lrnnet.errors import InputError
+    from lrnnet.train import train
+    from lrnnet.train.data import prepare_synthetic
+
+    root = prepare_synthetic(tmp_path / "tree", (32, 64), {"train": 4, "val": 1}, seed=0)
+    run = tmp_path / "run"
+
+    def argv_for(iters):
+        return ["--data", str(root), "--size", "32x64", "--batch", "2", "--iters", str(iters), "--out", str(run),
+                "--device", "cpu", "--threads", "1"]
+
+    argv = argv_for(3)
+    assert _training_argv(run, argv) == argv  # nothing there yet
+    train(train_cli.config_from_args(train_cli.build_parser().parse_args(argv)), on_step=lambda step, loss: step == 1)
+    assert _training_argv(run, argv) == [*argv, "--resume", str(run / "last.pth")]
+    assert train_cli.main([*argv, "--resume", str(run / "last.pth"), "--no-progress"]) == 0
+    assert _training_argv(run, argv) is None  # finished with these settings
+    with pytest.raises(InputError, match=r"holds a training run with other settings \(iters 3 -> 4\)"):
+        _training_argv(run, argv_for(4))
 
 
 @pytest.mark.slow

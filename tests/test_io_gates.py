@@ -436,3 +436,16 @@ def test_check_writable_remembers_the_output_for_the_command(tmp_path):
     with command_outputs():
         check_writable(tmp_path / "a.json")
         assert tmp_path / "a.json" in _io.watched_outputs()
+
+
+def test_check_input_says_what_the_path_is_instead(tmp_path):
+    a_file = tmp_path / "model.onnx"
+    a_file.write_bytes(b"x")
+    assert _io.check_input(a_file, "model file") == a_file
+    assert _io.check_input(tmp_path, "root", folder=True) == tmp_path
+    for path, folder, message in ((tmp_path / "nope", False, f"model file {tmp_path / 'nope'} does not exist"),
+                                  (tmp_path, False, f"model file {tmp_path} is a directory, not a file"),
+                                  (a_file, True, f"model file {a_file} is a file, not a folder")):
+        with pytest.raises(InputError) as caught:
+            _io.check_input(path, "model file", folder=folder)
+        assert str(caught.value) == message

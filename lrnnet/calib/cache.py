@@ -2,14 +2,15 @@
 
 A cache is one JSON file:
 
-    {"format": "lrnnet-calibration-cache/1",
+    {"format": "lrnnet-calibration-cache/2",
      "key": {"source_sha256": ..., "method": ..., "images": ..., "percentile": ...},
-     "digest": SHA-256 of the calibration file list, "images_used": n, "root": where they came from,
+     "digest": SHA-256 of the calibration images' content, "images_used": n, "root": where they came from,
      "ort_tensors_data": ONNX Runtime's calibration result (onnxruntime.quantization.save_tensors_data format)}
 
 It matches a build when the key does: same source ONNX bytes and same calibration settings, and,
-when the build was given calibration data, the same images (the set's digest: file names and
-sizes, or a video's content sample and frame indices; nothing is decoded to compare). Without
+when the build was given calibration data, the same images (the set's digest: the bytes of each
+chosen file, or of the video and its frame indices; hashed, nothing is decoded to compare). A
+cache of an older format is validated, then remade like one that does not match. Without
 calibration data a matching key is enough: a cache exists so that the images are not needed.
 A reused cache is validated first (schema and types, finite ranges within FP16's range, tensor
 names against the graph being quantized): a broken one is an input error, never an engine. One
@@ -33,7 +34,10 @@ from lrnnet._io import atomic_output, write_json_atomic
 from lrnnet.errors import InputError
 from lrnnet.log import logger
 
-CACHE_FORMAT = "lrnnet-calibration-cache/1"
+CACHE_FORMAT = "lrnnet-calibration-cache/2"
+# Earlier formats still read (validated as strictly), never reused: /1's image digest covered file
+# names and sizes only, so it cannot tell other images under the same names; such a cache is remade.
+_OUTDATED_FORMATS = {"lrnnet-calibration-cache/1": "an older lrnnet (its image digest named files, not their content)"}
 # TensorRT's names for its calibration algorithms, the header of a calibration table.
 _TRT_ALGORITHM = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration", "percentile": "LegacyCalibration"}
 _INT8_MAX = 127.0
@@ -56,6 +60,7 @@ class CalibrationCache:
     images_used: int
     root: str
     ort_tensors_data: dict[str, Any]
+    format: str = CACHE_FORMAT  # an _OUTDATED_FORMATS one is read only to say it is remade
 
     def amax(self) -> dict[str, float]:
         """Tensor name -> largest absolute value of its calibrated range."""
@@ -127,7 +132,7 @@ def _parse(path: Path) -> CalibrationCache:
         raise invalid(f"not JSON ({exc})") from exc
     if not isinstance(raw, dict):
         raise invalid(f"a JSON {type(raw).__name__}, not an object")
-    if raw.get("format") != CACHE_FORMAT:
+    if raw.get("format") != CACHE_FORMAT and raw.get("format") not in _OUTDATED_FORMATS:
         raise invalid(f"format {raw.get('format')!r}, expected {CACHE_FORMAT!r}")
     raw.setdefault("root", "")  # where the images were is a note, not part of the cache's meaning
     fields: tuple[tuple[str, tuple[type, ...]], ...] = (
@@ -147,7 +152,7 @@ def _parse(path: Path) -> CalibrationCache:
             raise invalid(f"key '{name}' is {_kind(value)}")
     _check_ranges(raw["ort_tensors_data"], invalid)
     return CalibrationCache(key=CalibrationKey(**key_fields), digest=raw["digest"], images_used=raw["images_used"],
-                            root=raw["root"], ort_tensors_data=raw["ort_tensors_data"])
+                            root=raw["root"], ort_tensors_data=raw["ort_tensors_data"], format=raw["format"])
 
 
 def _kind(value: Any) -> str:
@@ -174,6 +179,11 @@ def _check_ranges(tensors_data: dict[str, Any], invalid: Any) -> None:
                           f"(|x| > {PLAUSIBLE_AMAX:g}, FP16's largest)")
 
 
+def range_of(entry: dict[str, Any]) -> tuple[float, float]:
+    """(lowest, highest) of one validated tensor entry."""
+    return _number(entry["lowest"]), _number(entry["highest"])
+
+
 def _number(value: Any) -> float:
     """A range end as save_tensors_data writes it: a number, or {"CLS": "numpy.array", "data": number or [number]}.
 
@@ -193,7 +203,7 @@ def _number(value: Any) -> float:
 def _differences(cache: CalibrationCache, key: CalibrationKey, digest: str | None) -> list[str]:
     """What differs between the cache and this build, each as 'cache's value (now: this build's)'."""
     old, new = cache.key, key
-    differences = []
+    differences = [_OUTDATED_FORMATS[cache.format]] if cache.format in _OUTDATED_FORMATS else []
     if old.source_sha256 != new.source_sha256:
         differences.append(f"model sha256 {old.source_sha256[:12]}.. (this model: {new.source_sha256[:12]}..)")
     if old.method != new.method:
@@ -208,7 +218,7 @@ def _differences(cache: CalibrationCache, key: CalibrationKey, digest: str | Non
 
 
 def check_cache_against_graph(cache: CalibrationCache, model: Any, path: str | Path | None) -> None:
-    """Every tensor the cache names must be in the graph it will quantize, and a float graph input must be there.
+    """The cache must name only tensors of the graph it will quantize, and every tensor a calibration of it measures.
 
     ``model`` is the graph handed to the quantizer (after ONNX Runtime's pre-processing, which
     renames a few tensors of the source export), so a cache of another graph that kept the key is caught.
@@ -228,6 +238,36 @@ def check_cache_against_graph(cache: CalibrationCache, model: Any, path: str | P
     if missing:
         raise InputError(f"{path} is not an lrnnet calibration cache for this graph (no range for the graph input "
                          f"'{missing[0]}'); delete it or pass another --calib-cache")
+    lacking = sorted(calibrated_tensors(model) - names)
+    if lacking:
+        raise InputError(f"{path} is not an lrnnet calibration cache for this graph (no range for {len(lacking)} of "
+                         f"the tensors a calibration of it measures: {_some(lacking)}); delete it or pass another "
+                         "--calib-cache")
+
+
+def calibrated_tensors(model: Any) -> set[str]:
+    """The tensors a calibration pass of `model` gives ranges for, by ONNX Runtime's own rule.
+
+    ONNX Runtime's calibrator (CalibraterBase.select_tensors_to_calibrate, given quantize_static's
+    default op types: every op its QLinear and QDQ registries know) measures each float input and
+    output of those ops that is not an initializer and whose type the graph records. A cache must
+    hold them all: the quantizer stops at the first it lacks.
+    """
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    graph = model.graph
+    op_types = set(QLinearOpsRegistry) | set(QDQRegistry)
+    typed = {value.name: value for value in (*graph.value_info, *graph.output, *graph.input)}
+    initializers = {init.name for init in graph.initializer}
+    floats = (1, 10)  # FLOAT, FLOAT16: what ONNX Runtime's calibrator measures
+    return {name for node in graph.node if node.op_type in op_types for name in (*node.input, *node.output)
+            if name in typed and name not in initializers and typed[name].type.HasField("tensor_type")
+            and typed[name].type.tensor_type.elem_type in floats}
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    listed = ", ".join(f"'{name}'" for name in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def write_cache(path: str | Path, cache: CalibrationCache) -> None:
@@ -238,6 +278,20 @@ def write_cache(path: str | Path, cache: CalibrationCache) -> None:
     with atomic_output(trt_table_path(path)) as tmp:
         tmp.write_text(trt_calibration_table(cache))
     logger.info("calibration cache written: %s (+ %s)", path, trt_table_path(path).name)
+
+
+def refresh_trt_table(path: str | Path, cache: CalibrationCache) -> None:
+    """Rewrite the TensorRT table beside a reused cache unless it already holds the cache's ranges (missing, damaged, edited)."""
+    table = trt_table_path(path)
+    expected = trt_calibration_table(cache)
+    try:
+        if table.read_text(encoding="utf-8") == expected:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass  # missing or unreadable: written below
+    with atomic_output(table) as tmp:
+        tmp.write_text(expected)
+    logger.info("calibration: %s did not hold the ranges of %s; rewritten from it", table, path)
 
 
 def trt_calibration_table(cache: CalibrationCache, trt_version: str | None = None) -> str:

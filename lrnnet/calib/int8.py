@@ -27,18 +27,20 @@ import inspect
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from lrnnet._io import scratch_folder
+from lrnnet.calib.agreement import check_int8_against_fp32
 from lrnnet.calib.cache import (
     CalibrationCache,
     CalibrationKey,
     check_cache_against_graph,
     read_cache,
+    refresh_trt_table,
     write_cache,
 )
 from lrnnet.calib.graph import SVN_SCOPE, SourceModel, float_island_nodes, output_head_nodes, tensor_readers
@@ -79,9 +81,9 @@ class CalibrationRecord:
     """What calibrated an INT8 graph; goes into its metadata and the engine sidecar."""
 
     method: str
-    images: int  # images actually used
-    digest: str  # SHA-256 of the chosen file list (lrnnet.calib.reader.CalibrationSet.digest)
-    images_read: int  # image files opened by this build: 0 when the cache was reused
+    images: int  # images calibration used (whole batches: CalibrationReader.images)
+    digest: str  # SHA-256 of the chosen images' content (lrnnet.calib.reader.CalibrationSet.digest)
+    images_read: int  # distinct images decoded by this build: 0 when the cache was reused
     cache: str | None  # the cache file used or written, if any
     recipe: str = ""  # "<target>/<tool>": which INT8 recipe of lrnnet.calib.recipes made the graph
 
@@ -145,8 +147,8 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
         logger.info("calibration: reusing %s (%d images, method %s); no image is read",
                     cache_path, cached.images_used, options.method)
 
-    with tempfile.TemporaryDirectory(prefix="lrnnet-int8-") as tmp_dir:
-        tmp = Path(tmp_dir)
+    # Every temporary of this build (ONNX Runtime's too) in one folder that a killed run leaves to the next.
+    with scratch_folder("lrnnet-int8") as tmp:
         prepared, ranges, quantized = tmp / "prepared.onnx", tmp / "ranges.json", tmp / "int8.onnx"
         # Shape inference and ORT's basic graph optimisation before quantizing, as ONNX Runtime
         # recommends; node names survive it, so the float islands are found on its output. ONNX
@@ -187,8 +189,10 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
         model = onnx.load(str(quantized))
         _drop_qdq_between_float_nodes(model, excluded)
         _drop_unused_opsets(model)
+        check_int8_against_fp32(source, prepared, model, calibration if reader is not None else None,
+                                (cached.ort_tensors_data if cached else computed_ranges or {}).get("data"), excluded)
         record = CalibrationRecord(method=_method_of(recipe, options),
-                                   images=len(reader.samples) if reader else cached.images_used if cached else 0,
+                                   images=reader.images if reader else cached.images_used if cached else 0,
                                    digest=digest, images_read=reader.images_read if reader else 0,
                                    cache=str(cache_path) if use_cache else None,
                                    recipe=f"{recipe.target}/{recipe.tool}")
@@ -199,6 +203,8 @@ def quantize_int8(source: SourceModel, calib_root: str | Path | None, options: I
     if cache_path is not None and computed_ranges is not None:
         write_cache(cache_path, CalibrationCache(key=key, digest=digest, images_used=record.images,
                                                  root=str(calib_root), ort_tensors_data=computed_ranges))
+    elif cache_path is not None and cached is not None:
+        refresh_trt_table(cache_path, cached)
     extra = {**source.info.extra, "float32_nodes": len(excluded), "calibration": record.to_dict(),
              "int8_recipe": {"activations": recipe.activations, "weights": recipe.weights, "tool": recipe.tool,
                              "float": _float_parts(recipe)}}

@@ -17,7 +17,8 @@
 Only the file list or the frame indices are held; each image is read, resized and preprocessed
 (``lrnnet.data.preprocess``, or uint8 frames when the graph preprocesses in-graph) when a batch is
 asked for, so memory does not grow with the number of images. The set's ``digest()`` names the
-images for the calibration cache and the engine sidecar.
+images by their content (SHA-256 of each chosen file, or of the video file) for the calibration
+cache and the engine sidecar.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lrnnet._io import file_sha256
 from lrnnet.data.cityscapes import CityscapesDataset, read_image, spread_across_cities
 from lrnnet.data.preprocess import preprocess, resize_frame
 from lrnnet.errors import InputError
@@ -44,6 +46,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "CalibrationReader",
     "CalibrationSet",
+    "feeds_uint8_frames",
     "open_calibration_set",
 ]
 
@@ -52,8 +55,6 @@ CALIB_SPLIT = "train"  # calibrate on training images; validation stays unseen f
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 KINDS = ("cityscapes", "images", "video")
-# Bytes of a video hashed for its digest (head and tail): content identity without reading gigabytes.
-_VIDEO_HASH_BYTES = 4 << 20
 
 
 def _evenly_spread(total: int, count: int) -> list[int]:
@@ -90,21 +91,19 @@ class CalibrationSet:
         yield from _video_frames(self.path, self.frame_indices)
 
     def digest(self) -> str:
-        """SHA-256 naming the chosen images: relative paths and sizes, or the video's content sample and indices."""
+        """SHA-256 naming the chosen images by content: each chosen file's bytes, or the video's bytes and indices.
+
+        Content, not names and sizes: other images under the same names (same-size BMPs, a re-encoded
+        video of the same length) are other images, and a cache made from the first must not be reused.
+        """
         digest = hashlib.sha256(f"{self.kind}\n".encode())
         if self.kind == "video":
-            size = self.path.stat().st_size
-            digest.update(f"{size}\n".encode())
-            with self.path.open("rb") as file:
-                digest.update(file.read(_VIDEO_HASH_BYTES))
-                if size > 2 * _VIDEO_HASH_BYTES:
-                    file.seek(-_VIDEO_HASH_BYTES, 2)
-                    digest.update(file.read())
+            digest.update(f"{file_sha256(self.path)}\n".encode())  # streamed: a video can be gigabytes
             digest.update(",".join(map(str, self.frame_indices)).encode())
             return digest.hexdigest()
         for path in self.images:
             name = path.relative_to(self.path).as_posix() if path.is_relative_to(self.path) else path.as_posix()
-            digest.update(f"{name}\t{path.stat().st_size}\n".encode())
+            digest.update(f"{name}\t{file_sha256(path)}\n".encode())
         return digest.hexdigest()
 
 
@@ -176,14 +175,28 @@ def _video_set(path: Path, count: int) -> CalibrationSet:
         ok = capture.grab()
         if not ok:
             raise InputError(_no_frames(path))
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if total <= 0:  # the container does not say (some streams): count by decoding forward once
-            total = 1
-            while capture.grab():
-                total += 1
+        claimed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        capture.set(cv2.CAP_PROP_POS_FRAMES, claimed - 1)
+        last_decodes = claimed > 0 and capture.grab()
     finally:
         capture.release()
+    total = claimed if last_decodes else _count_decodable_frames(path)
+    if claimed > 0 and total < claimed:
+        logger.info("calibration: %s holds %d decodable frames, fewer than the %d its header claims (a truncated "
+                    "file?); choosing among those", path, total, claimed)
     return CalibrationSet("video", path, frame_indices=tuple(_evenly_spread(total, count)), available=total)
+
+
+def _count_decodable_frames(path: Path) -> int:
+    """Frames decodable from the start: for a container that does not say, or says more than it holds."""
+    capture = _open_capture(path)
+    try:
+        total = 0
+        while capture.grab():
+            total += 1
+    finally:
+        capture.release()
+    return total
 
 
 def _video_frames(path: Path, indices: tuple[int, ...]) -> Iterator[np.ndarray]:
@@ -211,6 +224,11 @@ def _video_frames(path: Path, indices: tuple[int, ...]) -> Iterator[np.ndarray]:
         capture.release()
 
 
+def feeds_uint8_frames(info: ModelInfo) -> bool:
+    """The graph takes uint8 NHWC BGR frames (it preprocesses in-graph), not preprocessed float32 NCHW."""
+    return info.preprocess_in_graph or info.input_layout == LAYOUT_NHWC_UINT8_BGR
+
+
 class CalibrationReader:
     """ONNX Runtime ``CalibrationDataReader`` over a ``CalibrationSet``, in the graph's input format.
 
@@ -224,11 +242,15 @@ class CalibrationReader:
     def __init__(self, calibration: CalibrationSet, info: ModelInfo, input_name: str, batch: int = 1):
         if not len(calibration):
             raise InputError("no calibration images")
+        if len(calibration) < batch:  # not one whole batch: a calibrator would see no data at all
+            raise InputError(f"the graph takes batches of {batch} images, so calibrating it needs at least {batch} "
+                             f"calibration images; {calibration.path} gives {len(calibration)} (--calib-images "
+                             f"{batch} or more, or export with --batch 1 or --dynamic)")
         self.calibration = calibration
         self.info = info
         self.input_name = input_name
         self.batch = batch
-        self.images_read = 0  # how many images this reader has decoded (tests prove cache reuse with it)
+        self._read: set[int] = set()  # positions of the set's images decoded so far (images_read)
         if len(calibration) % batch:
             logger.info("calibration: the last %d images do not fill a batch of %d and are skipped",
                         len(calibration) % batch, batch)
@@ -240,6 +262,16 @@ class CalibrationReader:
         self._started: float | None = None
         self._read_seconds = 0.0
         self._reported = False
+
+    @property
+    def images(self) -> int:
+        """Images calibration uses: whole batches only (a last partial batch is skipped)."""
+        return len(self) * self.batch
+
+    @property
+    def images_read(self) -> int:
+        """Distinct images this reader has decoded (a trial batch read again is not another image); 0 when unused."""
+        return len(self._read)
 
     @property
     def samples(self) -> CalibrationSet:
@@ -263,7 +295,7 @@ class CalibrationReader:
                 self._report()
             return None
         if self._bar is None:
-            self._bar = progress_bar("Calibrating", total=len(self) * self.batch, unit="img")
+            self._bar = progress_bar("Calibrating", total=self.images, unit="img")
             self._started = time.perf_counter()
         start = time.perf_counter()
         batch = np.concatenate([self._load(self._next * self.batch + k) for k in range(self.batch)], axis=0)
@@ -285,7 +317,7 @@ class CalibrationReader:
         for index, feed in enumerate(first):
             array = feed[self.input_name]
             if out is None:
-                out = np.empty((len(self) * self.batch, *array.shape[1:]), dtype=array.dtype)
+                out = np.empty((self.images, *array.shape[1:]), dtype=array.dtype)
             out[index * self.batch:(index + 1) * self.batch] = array
         assert out is not None  # the constructor refuses an empty set
         return out
@@ -301,8 +333,8 @@ class CalibrationReader:
                 raise InputError(f"calibration data {self.calibration.path} ran out of images at {self._position}")
             self._position += 1
         assert frame is not None
-        self.images_read += 1
-        if self.info.preprocess_in_graph or self.info.input_layout == LAYOUT_NHWC_UINT8_BGR:
+        self._read.add(position)
+        if feeds_uint8_frames(self.info):
             return np.ascontiguousarray(resize_frame(frame, self.info.input_size)[None])
         return preprocess(frame, self.info.input_size)
 
@@ -313,7 +345,7 @@ class CalibrationReader:
         if self._bar is not None:
             self._bar.close()
         seconds = time.perf_counter() - self._started
-        images = len(self) * self.batch
+        images = self.images
         height, width = self.info.input_size
         logger.info("calibration: %d images in %.1f s (%.0f ms/image at %dx%d; %.0f ms of it reading and "
                     "preprocessing)", images, seconds, 1000.0 * seconds / images, height, width,

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
-from lrnnet.errors import InputError
+from lrnnet.errors import InputError, Terminated
 from lrnnet.limits import MAX_PIXELS, MAX_SIDE
 from lrnnet.log import deferred_notes, set_progress, setup_logging
 
@@ -57,29 +57,35 @@ def make_parser(prog: str, description: str) -> Parser:
     return parser
 
 
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C (outputs rolled back, temporaries removed)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+# The stop signal this command received, if any: whatever then unwinds (a SystemError from a C call the
+# signal interrupted, a library's own error) is its consequence, reported as the interruption.
+_stop_signal: int | None = None
 
 
 @contextlib.contextmanager
 def _signals_unwind() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise Terminated in the main thread, as SIGINT raises KeyboardInterrupt."""
+    """SIGTERM and SIGHUP raise Terminated in the main thread, as SIGINT raises KeyboardInterrupt; each is
+    remembered (_stop_signal)."""
+    global _stop_signal
+    _stop_signal = None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        global _stop_signal
+        _stop_signal = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(signum)
 
     previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGTERM", "SIGHUP", "SIGINT"):
         signum = getattr(signal, name, None)
         if signum is None:
             continue
+        if signum == signal.SIGINT and signal.getsignal(signum) is not signal.default_int_handler:
+            continue  # SIGINT ignored, or handled by whoever runs us (a test harness): theirs
         with contextlib.suppress(ValueError, OSError):
             previous[signum] = signal.signal(signum, handler)
     try:
@@ -122,38 +128,57 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
     apply_process_defaults()  # thread counts from the CPUs this process may use
     if getattr(args, "no_progress", False):  # only ever turns bars off: LRNNET_NO_PROGRESS=1 or an outer
         set_progress(False)                   # command's --no-progress (lrnnet-demo) stays in force
-    from lrnnet._io import command_outputs, describe_os_error
+    from lrnnet._io import command_outputs
 
     try:
         with _signals_unwind(), command_outputs(rollback=all_or_nothing), deferred_notes():
             return body(args) or 0
-    except InputError as exc:
+    except KeyboardInterrupt as exc:
+        return _stopped(prog, signal.SIGINT, exc, all_or_nothing)
+    except Terminated as exc:
+        return _stopped(prog, exc.signum, exc, all_or_nothing)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
+        if _stop_signal is not None:
+            return _stopped(prog, _stop_signal, exc, all_or_nothing)
+        return _failed(prog, exc, parser)
+
+
+def _failed(prog: str, exc: Exception, parser: argparse.ArgumentParser) -> int:
+    """Bad input and the machine's limits: exit 2; anything else: an internal failure, exit 1."""
+    from lrnnet._io import describe_os_error
+
+    if isinstance(exc, InputError):
         # An InputError that translated a library's failure (ONNX Runtime's "INVALID_PROTOBUF" when it
         # could not write its file) while an output's disk is full: the disk is what to fix.
         wrapped = exc.__cause__ is not None and not isinstance(exc.__cause__, (InputError, OSError))
         disk_full = _disk_full_message() if wrapped else None
         return _fail(prog, disk_full or str(exc), EXIT_BAD_INPUT)
-    except OSError as exc:
+    if isinstance(exc, OSError):
         if exc.errno in _USER_OS_ERRORS or isinstance(exc, (FileNotFoundError, IsADirectoryError,
                                                              NotADirectoryError, PermissionError)):
             unnamed_full = exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename
             return _fail(prog, (unnamed_full and _disk_full_message()) or describe_os_error(exc), EXIT_BAD_INPUT)
         return _internal(prog, exc, parser)
-    except MemoryError:
+    if isinstance(exc, MemoryError):
         return _fail(prog, _out_of_memory_message(parser), EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        return _fail(prog, "interrupted" + _NOTHING_COMMITTED * all_or_nothing, EXIT_INTERRUPTED)
-    except Terminated as exc:
-        return _fail(prog, f"terminated by {exc}" + _NOTHING_COMMITTED * all_or_nothing, 128 + exc.signum)
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
-        return _internal(prog, exc, parser)
+    return _internal(prog, exc, parser)
+
+
+def _stopped(prog: str, signum: int, exc: BaseException, all_or_nothing: bool) -> int:
+    """Ctrl-C 130, SIGTERM 143, SIGHUP 129: one line, with what was kept (a note the command added to the
+    exception on its way out, such as a batch's committed outputs) or that nothing was written."""
+    what = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
+    notes = getattr(exc, "__notes__", None)
+    kept = f"; {notes[-1]}" if notes else _NOTHING_COMMITTED * all_or_nothing
+    return _fail(prog, what + kept, 128 + signum)
 
 
 _NOTHING_COMMITTED = "; no output was written"
 
 
 # How native allocators (torch CPU/CUDA, ONNX Runtime, C++) say MemoryError: the machine's limit, not a bug.
-_OUT_OF_MEMORY = ("can't allocate memory", "failed to allocate memory", "bad_alloc", "out of memory",
+# OpenCV says "Failed to allocate N bytes".
+_OUT_OF_MEMORY = ("can't allocate memory", "failed to allocate", "bad_alloc", "out of memory",
                   "unable to allocate")
 _SIZE_FLAGS = ("--size", "--height", "--width", "--batch", "--max-batch")
 
@@ -182,6 +207,14 @@ def _fail(prog: str, message: str, status: int) -> int:
         traceback.print_exc()
     print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return status
+
+
+def check_fp16_backend(option: str, backend: str) -> None:
+    """`option` (--fp16 and the like) sets the torch backend's autocast; an exported model's precision is
+    fixed in its graph, so the option would be silently ignored there: InputError instead."""
+    if backend != "torch":
+        raise InputError(f"{option} is for the torch backend (a .pth); an {backend} model's precision lives in "
+                         "its graph (build lrnnet_fp16.onnx with lrnnet-build-engine --fp16)")
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lrnnet.cli._common import (
     Parser,
+    check_fp16_backend,
     image_side,
     make_parser,
     non_negative_int,
@@ -67,9 +68,7 @@ def _runner_options(args: argparse.Namespace, backend: str) -> dict:
     elif args.cuda_graph and backend != "torch":
         raise InputError(f"--cuda-graph is for the torch and tensorrt backends, not {backend}")
     if args.fp16 is not None:
-        if backend != "torch":
-            raise InputError(f"--fp16/--no-fp16 is for the torch backend; an {backend} model's precision lives in "
-                             "its graph (build lrnnet_fp16.onnx with lrnnet-build-engine --fp16)")
+        check_fp16_backend("--fp16/--no-fp16", backend)
         options["fp16"] = args.fp16
     if args.threads is not None:
         if backend == "onnxruntime":
@@ -84,7 +83,7 @@ def _runner_options(args: argparse.Namespace, backend: str) -> dict:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import preflight, write_json_atomic
+    from lrnnet._io import check_input, preflight, write_json_atomic
     from lrnnet.errors import InputError
     from lrnnet.runtime.benchmark import (
         SWEEP_SIZES,
@@ -103,8 +102,7 @@ def _body(args: argparse.Namespace) -> int:
         raise InputError("give both --height and --width (or neither: 512x1024)")
     if args.sweep is not None and args.height is not None:
         raise InputError("give either --height/--width or --sweep, not both")
-    if not args.model.is_file():
-        raise InputError(f"model file {args.model} does not exist")
+    check_input(args.model, "model file")
     preflight(inputs=[args.model], outputs=[args.json])
     backend = resolve_backend(args.model, args.backend)
     sizes = (args.sweep or list(SWEEP_SIZES)) if args.sweep is not None else \

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
 
+if TYPE_CHECKING:
+    from lrnnet.demo import DemoOptions
+
 PROG = "lrnnet-demo"
+# --quick: the path in seconds, at a tiny size (the test suite runs it).
+QUICK: dict[str, Any] = {"size": (64, 128), "train_images": 8, "train_iters": 4, "batch": 2, "calib_images": 4,
+                         "video_frames": 6, "bench_iters": 3, "paper_bench_iters": 1}
 
 
 def build_parser() -> Parser:
@@ -21,31 +28,51 @@ def build_parser() -> Parser:
     parser.add_argument("--workdir", type=Path, default=Path("demo"), metavar="DIR", help="where every artifact is written")
     parser.add_argument("--cityscapes", type=Path, default=None, metavar="ROOT",
                         help="a real Cityscapes root (leftImg8bit/, gtFine/) instead of synthetic scenes")
-    parser.add_argument("--size", type=parse_size, default=defaults.size, metavar="HxW", help="network input HEIGHTxWIDTH")
-    parser.add_argument("--train-iters", type=positive_int, default=defaults.train_iters, metavar="N", help="training iterations")
-    parser.add_argument("--train-images", type=positive_int, default=defaults.train_images, metavar="N",
-                        help="synthetic training scenes")
-    parser.add_argument("--video-frames", type=positive_int, default=defaults.video_frames, metavar="N",
-                        help="frames of the synthetic video")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds; for tests): few images and iterations")
+    quick = DemoOptions(**QUICK)
+    # Defaults None: an option given beside --quick wins over its preset, so it must be told from a default.
+    parser.add_argument("--size", type=parse_size, metavar="HxW",
+                        help=f"network input HEIGHTxWIDTH, multiples of 16 (default: {_size(defaults.size)}; "
+                             f"{_size(quick.size)} with --quick)")
+    parser.add_argument("--train-iters", type=positive_int, metavar="N",
+                        help=f"training iterations (default: {defaults.train_iters}; {quick.train_iters} with --quick)")
+    parser.add_argument("--train-images", type=positive_int, metavar="N",
+                        help=f"synthetic training scenes (default: {defaults.train_images}; "
+                             f"{quick.train_images} with --quick)")
+    parser.add_argument("--video-frames", type=positive_int, metavar="N",
+                        help=f"frames of the synthetic video (default: {defaults.video_frames}; "
+                             f"{quick.video_frames} with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny run (seconds; for tests): few images and iterations, at 64x128; the options "
+                             "above, given beside it, win over its presets")
     return parser
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def options_from_args(args: argparse.Namespace) -> DemoOptions:
+    """--quick's presets (else the defaults), then every option the user gave: explicit options win."""
+    from lrnnet.demo import DemoOptions
+
+    given = {name: getattr(args, name) for name in ("size", "train_iters", "train_images", "video_frames")
+             if getattr(args, name) is not None}
+    chosen = {**(QUICK if args.quick else {}), **given}
+    if args.quick:
+        chosen["scene_size"] = chosen["size"]  # quick scenes are made at the network size: nothing to resize
+    return DemoOptions(workdir=args.workdir, cityscapes=args.cityscapes, **chosen)
 
 
 def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import check_writable, refuse_overwrite
-    from lrnnet.demo import DemoOptions, run_demo
+    from lrnnet.demo import StepFailed, run_demo
 
     refuse_overwrite(inputs=[args.cityscapes], outputs=[args.workdir])
     check_writable(args.workdir, directory=True, make_parents=True)  # before the first step (lrnnet._io)
-    if args.quick:
-        options = DemoOptions(workdir=args.workdir, cityscapes=args.cityscapes, size=(64, 128), scene_size=(64, 128),
-                              train_images=8, train_iters=4, batch=2, calib_images=4, video_frames=6, bench_iters=3,
-                              paper_bench_iters=1)
-    else:
-        options = DemoOptions(workdir=args.workdir, cityscapes=args.cityscapes, size=args.size,
-                              train_iters=args.train_iters, train_images=args.train_images,
-                              video_frames=args.video_frames)
-    run_demo(options)
+    try:
+        run_demo(options_from_args(args))
+    except StepFailed as failed:  # the step's command printed the one error line: no second one
+        return failed.status
     return 0
 
 

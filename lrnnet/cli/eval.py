@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
+from lrnnet.cli._common import Parser, check_fp16_backend, make_parser, parse_size, positive_int, run_command
 
 PROG = "lrnnet-eval"
 
@@ -26,12 +26,14 @@ def build_parser() -> Parser:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: a GPU when there is one)")
     parser.add_argument("--size", type=parse_size, default=None, metavar="HxW",
                         help="model input size; default: the export's own size (a .pth runs at the size of the "
-                             "first export compared, else 512x1024)")
+                             "first static export compared, else at lrnnet-export's default for it: the size it was "
+                             "validated at, else 512x1024); the output line says which")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch and ONNX Runtime (default: from the CPUs this process may use, "
                              "said in the line 'threads: ...')")
     parser.add_argument("--fp16", action="store_true",
-                        help="run a .pth under FP16 autocast (CUDA only); by default it is the FP32 reference")
+                        help="run a .pth under FP16 autocast (CUDA only); by default it is the FP32 reference. An "
+                             "export's precision is in its graph: --fp16 with no .pth is refused")
     parser.add_argument("--batch", type=positive_int, default=1, help="images per inference call")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="only the first N images (a quick look; not a comparable score)")
@@ -60,10 +62,11 @@ def _runner_options(model: Path, args: argparse.Namespace) -> dict:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import preflight, write_json_atomic
+    from lrnnet._io import check_input, preflight, write_json_atomic
     from lrnnet.data import CityscapesDataset
     from lrnnet.errors import InputError
     from lrnnet.eval import (
+        ChosenSize,
         EvalReport,
         check_sizes,
         common_size,
@@ -72,6 +75,7 @@ def _body(args: argparse.Namespace) -> int:
         evaluate,
         open_at_size,
     )
+    from lrnnet.runtime.factory import resolve_backend
 
     models: list[Path] = list(args.compare) if args.compare else [args.model]
     preflight(inputs=[*models, args.data], outputs=[args.json], folders=[args.save_predictions])
@@ -79,14 +83,18 @@ def _body(args: argparse.Namespace) -> int:
     if several and len(models) < 2:
         raise InputError("--compare needs at least two models (the first is the reference)")
     for model in models:
-        if not model.is_file():
-            raise InputError(f"model file {model} does not exist")
+        check_input(model, "model file")
+    if args.fp16:  # with --compare it applies to the .pth models; each row of the table says its precision
+        backends = [resolve_backend(model, args.backend) for model in models]
+        check_fp16_backend("--fp16", "torch" if "torch" in backends else backends[0])
     dataset = CityscapesDataset(args.data, args.split)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
-    size = args.size or common_size(models, args.backend)
+    chosen = ChosenSize(args.size, "--size") if args.size else common_size(models, args.backend)
+    size = chosen.size if chosen else None
+    size_why = chosen.why if chosen else "the model's own size"
     check_sizes(models, size, args.backend)  # fail before the first model runs, not after
 
     reports: list[EvalReport] = []
@@ -103,8 +111,8 @@ def _body(args: argparse.Namespace) -> int:
                               desc=f"Evaluating {model.name}")
         reports.append(report)
         height, width = report.input_size
-        print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width}, "
-              f"{report.images} {args.split} images, {report.seconds:.1f} s")
+        print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width} "
+              f"({size_why}), {report.images} {args.split} images, {report.seconds:.1f} s")
         if not several:
             print(report.table())
 

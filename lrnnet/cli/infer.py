@@ -159,14 +159,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if _is_batch(args):
         return _batch_body(args)
     args.source = args.sources[0]
-    if args.output_dir is not None:  # one source into a folder: the name a batch run would give it
-        from lrnnet.runtime.batch import check_output_dir, output_name
+    if args.output_dir is None:
+        return _body(args)
+    # One source into a folder: the name a batch run would give it, the folder made as a batch run makes it.
+    from lrnnet.runtime.batch import check_output_dir, make_output_dir, output_name
 
-        if args.out is not None:
-            raise InputError("give -o/--out or --output-dir, not both")
-        check_output_dir(args.output_dir)
-        args.out = args.output_dir / output_name(args.source, args.output)
-    return _body(args)
+    if args.out is not None:
+        raise InputError("give -o/--out or --output-dir, not both")
+    check_output_dir(args.output_dir)
+    args.out = args.output_dir / output_name(args.source, args.output)
+    created = make_output_dir(args.output_dir)
+    try:
+        return _body(args)
+    finally:
+        if created and not any(args.output_dir.iterdir()):  # it failed: no empty folder left behind
+            args.output_dir.rmdir()
 
 
 def _batch_body(args: argparse.Namespace) -> int:
@@ -181,10 +188,6 @@ def _batch_body(args: argparse.Namespace) -> int:
         raise InputError("-o/--out names the output of one source; give several sources --output-dir")
     if args.output_dir is None:
         raise InputError("several sources need --output-dir (the folder of their outputs)")
-    if args.report is not None and args.report.is_dir():
-        raise InputError(f"--report {args.report} is a folder; give a file name")
-    if args.report is not None and not args.report.absolute().parent.is_dir():
-        raise InputError(f"--report {args.report}: folder {args.report.absolute().parent} does not exist")
     quiet_video_logs()
     model = args.model if args.model is not None else default_model()
     runner_options = {}
@@ -197,7 +200,8 @@ def _batch_body(args: argparse.Namespace) -> int:
     options = BatchOptions(workers=args.workers or 2, ray_address=args.ray_address, backend=args.backend,
                            device=args.device, runner_options=runner_options, pipeline=pipeline,
                            pin_cpus=args.pin_cpus)
-    report = run_batch(args.sources, model, args.output_dir, options)
+    report = run_batch(args.sources, model, args.output_dir, options,
+                       also_writes=[args.report] if args.report is not None else [])
     print(format_batch_summary(report))
     if args.report is not None:
         write_json_atomic(args.report, report)

@@ -6,8 +6,12 @@ import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lrnnet.cli._common import Parser, finite_float, make_parser, parse_size, positive_int, run_command
+
+if TYPE_CHECKING:
+    from lrnnet.train import TrainConfig
 
 PROG = "lrnnet-train"
 
@@ -38,7 +42,8 @@ def build_parser() -> Parser:
     data.add_argument("--crop", type=parse_size, metavar="HxW", help="training crop after random scaling "
                                                                       "(default: --size)")
     data.add_argument("--scale-range", type=finite_float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"),
-                      help="random scale range")
+                      help="random scale range: --size times MIN must keep 8 pixels (the model's stride) a side, "
+                           "times MAX stay within 8192 a side")
     data.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     data.add_argument("--workers", type=int, default=0, metavar="N",
                       help="DataLoader worker processes (0 on a small CPU machine: workers would compete with "
@@ -53,30 +58,29 @@ def build_parser() -> Parser:
     schedule.add_argument("--batch", type=positive_int, default=8, metavar="N", help="images per iteration")
     schedule.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     schedule.add_argument("--lr", type=finite_float, default=5e-4, help="initial learning rate (poly decay, power 0.9)")
-    schedule.add_argument("--weight-decay", type=finite_float, default=1e-4)
+    schedule.add_argument("--weight-decay", type=finite_float, default=1e-4, help="L2 weight decay, from 0 to below 1")
     schedule.add_argument("--val-every", type=positive_int, default=1, metavar="N",
                           help="validate every N epochs (and after the last)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=Path("runs/lrnnet"), metavar="DIR", help="output folder")
     run.add_argument("--resume", type=Path, metavar="CKPT",
-                     help="continue a run from its last.pth (same options: an exact continuation)")
+                     help="continue a run from its last.pth (same options: an exact continuation); Ctrl-C or "
+                          "SIGTERM save one at the end of the running step")
     run.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     run.add_argument("--amp", action="store_true", help="FP16 mixed precision (CUDA only)")
     run.add_argument("--threads", type=positive_int, metavar="N",
                      help="torch CPU threads (default: from the CPUs this process may use: 1 on 2 CPUs, which "
                           "trains several times faster than 2 on shared cores)")
-    run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and augmentation")
+    run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and augmentation (0 to 2^32-1)")
     return parser
 
 
-def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import check_writable, refuse_overwrite
-    from lrnnet.train import TrainConfig, train
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run lrnnet-train's arguments ask for (not yet resolved)."""
+    from lrnnet.train import TrainConfig
 
-    refuse_overwrite(inputs=[args.data, args.resume], outputs=[args.out])
-    check_writable(args.out, directory=True, make_parents=True)  # before any data is written or read
-    config = TrainConfig(
+    return TrainConfig(
         data=args.data, synthetic=args.synthetic, out=args.out, size=args.size, crop=args.crop,
         scale_range=tuple(args.scale_range), flip=not args.no_flip, epochs=args.epochs, iters=args.iters,
         batch=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
@@ -84,9 +88,17 @@ def _body(args: argparse.Namespace) -> int:
         val_every=args.val_every, synthetic_train=args.synthetic_images,
         synthetic_val=max(2, args.synthetic_images // 4),
     )
-    result = train(config)
+
+
+def _body(args: argparse.Namespace) -> int:
+    from lrnnet._io import check_writable, refuse_overwrite
+    from lrnnet.train import train
+
+    refuse_overwrite(inputs=[args.data, args.resume], outputs=[args.out])
+    check_writable(args.out, directory=True, make_parents=True)  # before any data is written or read
+    result = train(config_from_args(args))
     size = result.input_size
-    best = "n/a" if result.best is None else f"{100 * result.best_miou:.1f}% at epoch {result.best_epoch}"
+    best = "n/a" if result.best_epoch is None else f"{100 * result.best_miou:.1f}% at epoch {result.best_epoch}"
     last = "n/a" if math.isnan(result.final_miou) else f"{100 * result.final_miou:.1f}%"
     print(f"trained {result.steps} of {result.total_steps} steps in {result.seconds:.0f} s: best val mIoU {best}, "
           f"last {last} (lrnnet.eval at {size[0]}x{size[1]})")

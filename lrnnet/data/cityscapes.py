@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lrnnet.data.labels import label_ids_to_train_ids
+from lrnnet._io import check_input
+from lrnnet.data.labels import invalid_train_ids, label_ids_to_train_ids, unknown_label_ids
 from lrnnet.errors import InputError
 
 SPLITS = ("train", "val", "test")
@@ -46,14 +47,58 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_train_ids(sample: Sample) -> np.ndarray:
-    """The sample's ground truth as trainIds (255 = ignore), HxW uint8."""
+    """The sample's ground truth as trainIds (255 = ignore), HxW uint8; a value outside its table is an InputError."""
     if sample.label_path is None:
         raise InputError(f"{sample.image_path} has no ground truth")
-    raw = cv2.imread(str(sample.label_path), cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.ndim != 2:
-        raise InputError(f"cannot read label image {sample.label_path} (expected a single-channel PNG)")
-    raw = raw.astype(np.uint8, copy=False)
+    raw = read_label_png(sample.label_path)
+    if sample.label_is_train_ids:
+        bad, allowed = invalid_train_ids(raw), "trainIds are 0..18 and 255 (ignore)"
+    else:
+        bad, allowed = unknown_label_ids(raw), "the Cityscapes table defines labelIds 0..33"
+    if bad:
+        shown = ", ".join(map(str, bad[:_SHOWN_VALUES])) + (", ..." if len(bad) > _SHOWN_VALUES else "")
+        raise InputError(f"label image {sample.label_path} holds unknown ids {shown}; {allowed}")
     return raw if sample.label_is_train_ids else label_ids_to_train_ids(raw)
+
+
+_SHOWN_VALUES = 5  # how many bad label values a message names
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """An 8-bit single-channel label PNG as HxW uint8, read as cityscapesscripts reads it (PIL).
+
+    A palette ("P") image gives its palette indices, which are the ids (cv2 would expand it to
+    colours); 16-bit and colour images are refused rather than wrapped or guessed.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            values = np.array(image) if mode in ("L", "P") else None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"cannot read label image {path} (missing, not an image, or corrupt)") from exc
+    if values is None:
+        kind = "16- or 32-bit" if mode.startswith("I") else f"mode {mode}"
+        raise InputError(f"label image {path} is {kind}; expected an 8-bit single-channel PNG (ids 0..255)")
+    return values
+
+
+def _refuse_stray_images(image_dir: Path) -> None:
+    """Images directly in leftImg8bit/{split}/ have no city, so no ground-truth folder: refuse, never skip."""
+    stray = sorted(image_dir.glob(f"*{IMAGE_SUFFIX}"))
+    if stray:
+        raise InputError(f"{len(stray)} images lie directly in {image_dir}, outside a city folder, e.g. {stray[0]}; "
+                         f"move them into {image_dir}/<city>/ (the Cityscapes layout)")
+
+
+def _label_files(label_dir: Path) -> dict[tuple[str, str], Path]:
+    """(city, stem) -> its ground-truth file; the labelIds PNG where both it and the labelTrainIds PNG exist."""
+    found: dict[tuple[str, str], Path] = {}
+    for suffix in (TRAIN_ID_SUFFIX, LABEL_ID_SUFFIX):  # labelIds last, so it wins
+        for path in label_dir.glob(f"*/*{suffix}"):
+            found[(path.parent.name, path.name[: -len(suffix)])] = path
+    return dict(sorted(found.items()))
 
 
 def _expected_layout(root: Path, split: str) -> str:
@@ -61,32 +106,50 @@ def _expected_layout(root: Path, split: str) -> str:
 
 
 class CityscapesDataset:
-    """The image/label pairs of one split, sorted by city then name (deterministic)."""
+    """The image/label pairs of one split, sorted by city then name (deterministic).
+
+    Checked as the official evaluation pairs them: every image sits in a city folder, and (with
+    `require_labels`) every image has its ground truth and every ground-truth file its image.
+    """
 
     def __init__(self, root: str | Path, split: str = "val", require_labels: bool = True):
         if split not in SPLITS:
             raise InputError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
-        self.root = Path(root)
+        self.root = check_input(root, "Cityscapes root", folder=True)
         self.split = split
-        if not self.root.is_dir():
-            raise InputError(f"Cityscapes root {self.root} does not exist")
         image_dir = self.root / "leftImg8bit" / split
+        _refuse_stray_images(image_dir)
         images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
         if not images:
             raise InputError(f"{self.root} is not a Cityscapes tree: no images for split '{split}'; "
                              f"expected {_expected_layout(self.root, split)}")
-        self.samples = [self._pair(path, require_labels) for path in images]
+        labels = _label_files(self.root / "gtFine" / split)
+        self.samples = [self._pair(path, labels) for path in images]
+        if require_labels:
+            self._check_pairing(labels)
 
-    def _pair(self, image_path: Path, require_labels: bool) -> Sample:
+    def _pair(self, image_path: Path, labels: dict[tuple[str, str], Path]) -> Sample:
         city = image_path.parent.name
         stem = image_path.name[: -len(IMAGE_SUFFIX)]
-        label_dir = self.root / "gtFine" / self.split / city
-        label_path = next((p for p in (label_dir / f"{stem}{LABEL_ID_SUFFIX}", label_dir / f"{stem}{TRAIN_ID_SUFFIX}")
-                           if p.is_file()), None)
-        if label_path is None and require_labels:
-            raise InputError(f"no ground truth for {image_path}: expected {label_dir / (stem + LABEL_ID_SUFFIX)} "
-                             f"(or *{TRAIN_ID_SUFFIX})")
-        return Sample(image_path, label_path, city, stem)
+        return Sample(image_path, labels.get((city, stem)), city, stem)
+
+    def _check_pairing(self, labels: dict[tuple[str, str], Path]) -> None:
+        """Refuse images without ground truth and ground truth without images (the official script's
+        "Found no prediction for ground truth"): either would score a split other than the one on disk."""
+        unlabelled = [s for s in self.samples if s.label_path is None]
+        if unlabelled:
+            first = unlabelled[0]
+            expected = self.root / "gtFine" / self.split / first.city / f"{first.stem}{LABEL_ID_SUFFIX}"
+            raise InputError(f"no ground truth for {len(unlabelled)} of {len(self.samples)} {self.split} images, "
+                             f"e.g. {first.image_path}: expected {expected} (or *{TRAIN_ID_SUFFIX})")
+        imaged = {(s.city, s.stem) for s in self.samples}
+        orphans = [key for key in labels if key not in imaged]
+        if orphans:
+            city, stem = orphans[0]
+            raise InputError(f"{len(orphans)} of {len(labels)} ground-truth files in {self.root / 'gtFine' / self.split} "
+                             f"have no image, e.g. {labels[orphans[0]]}: expected "
+                             f"{self.root / 'leftImg8bit' / self.split / city / (stem + IMAGE_SUFFIX)} "
+                             f"({len(self.samples)} images)")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import onnx
 
-from lrnnet._io import preflight, write_bytes_atomic
+from lrnnet._io import check_writable, preflight, write_bytes_atomic
 from lrnnet.calib.graph import SourceModel, load_source_onnx
 from lrnnet.calib.int8 import DEFAULT_CALIB_METHOD, CalibrationRecord, Int8Options
 from lrnnet.calib.reader import DEFAULT_CALIB_IMAGES
@@ -77,7 +77,7 @@ class BuildOptions:
         if self.backend not in BACKEND_CHOICES:
             raise InputError(f"unknown backend '{self.backend}'; choose one of {', '.join(BACKEND_CHOICES)}")
         if self.precision == "int8" and self.calib_data is None and \
-                (self.calib_cache is None or not self.calib_cache.is_file()) and \
+                (self.calib_cache is None or not self.calib_cache.exists()) and \
                 _tensorrt_ready_info(self.onnx) is None:  # a TensorRT-ready INT8 graph is calibrated already
             raise InputError("--int8 needs calibration images: pass --calib-data with a Cityscapes root, a folder "
                              "of images or a video, or --calib-cache naming an existing cache")
@@ -194,8 +194,23 @@ def _engine_path(options: BuildOptions, backend: str) -> Path:
                          f"use -o {path.with_suffix('.engine')}")
     outputs = [path, sidecar_path(path)] + ([tensorrt_ready_path(path), sidecar_path(tensorrt_ready_path(path))]
                                             if backend == "tensorrt" else [])
-    preflight(inputs=[options.onnx, options.calib_cache], outputs=outputs)  # before any work (lrnnet._io)
+    caches = _cache_outputs(options)
+    for cache, what in caches.items():  # first, so that a refusal names the flag
+        check_writable(cache, what=what)
+    preflight(inputs=[options.onnx], outputs=outputs + list(caches))  # before any work (lrnnet._io)
     return path
+
+
+def _cache_outputs(options: BuildOptions) -> dict[Path, str]:
+    """The calibration cache (read, and written when it does not match) and its TensorRT table, held to -o's rules."""
+    if options.precision != "int8" or options.calib_cache is None:
+        return {}
+    cache = {options.calib_cache: "--calib-cache"}
+    if options.tensorrt.legacy_calibrator:  # TensorRT's own cache file, no table beside it
+        return cache
+    from lrnnet.calib.cache import trt_table_path
+
+    return {**cache, trt_table_path(options.calib_cache): "--calib-cache's TensorRT table"}
 
 
 def tensorrt_ready_path(engine: Path) -> Path:
@@ -405,7 +420,7 @@ def _build_legacy_int8(source: SourceModel, options: BuildOptions, engine: Path,
     samples = open_calibration_set(options.calib_data, options.int8.images)
     reader = CalibrationReader(samples, source.info, source.input_name, batch=source.info.batch)
     version = build_tensorrt_engine(source.path, engine, profile, options.tensorrt, reader, options.calib_cache)
-    record = CalibrationRecord(method="tensorrt-entropy2", images=len(samples),
+    record = CalibrationRecord(method="tensorrt-entropy2", images=reader.images,
                                digest=samples.digest(),
                                images_read=reader.images_read,
                                cache=str(options.calib_cache) if options.calib_cache else None)

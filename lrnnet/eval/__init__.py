@@ -3,7 +3,7 @@
 from lrnnet.eval.compare import comparison, drop_table
 from lrnnet.eval.evaluate import PREDICTION_SUFFIX, EvalReport, evaluate, prediction_path, save_prediction
 from lrnnet.eval.metrics import ConfusionMatrix
-from lrnnet.eval.runners import check_sizes, common_size, open_at_size
+from lrnnet.eval.runners import ChosenSize, check_sizes, common_size, open_at_size
 
-__all__ = ["PREDICTION_SUFFIX", "ConfusionMatrix", "EvalReport", "check_sizes", "common_size", "comparison",
+__all__ = ["PREDICTION_SUFFIX", "ChosenSize", "ConfusionMatrix", "EvalReport", "check_sizes", "common_size", "comparison",
            "drop_table", "evaluate", "open_at_size", "prediction_path", "save_prediction"]

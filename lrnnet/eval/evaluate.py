@@ -30,13 +30,13 @@ import numpy as np
 
 from lrnnet._io import atomic_output, write_image
 from lrnnet.data.cityscapes import Sample
-from lrnnet.data.labels import CLASS_NAMES, NUM_CLASSES, train_ids_to_label_ids
+from lrnnet.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, train_ids_to_label_ids
 from lrnnet.data.preprocess import resize_labels
 from lrnnet.errors import InputError
 from lrnnet.eval.metrics import ConfusionMatrix
 from lrnnet.log import logger, progress
 
-__all__ = ["PREDICTION_SUFFIX", "EvalReport", "evaluate", "prediction_path", "save_prediction"]
+__all__ = ["PREDICTION_SUFFIX", "EvalReport", "check_labels_match", "evaluate", "prediction_path", "save_prediction"]
 
 PREDICTION_SUFFIX = "_pred_labelIds.png"  # the official script matches "{city}_{seq}_{frame}*.png"
 
@@ -148,6 +148,14 @@ def _batches(dataset: Iterable[tuple[np.ndarray, np.ndarray | None, Sample]], si
         yield batch
 
 
+def check_labels_match(image: np.ndarray, labels: np.ndarray, sample: Sample) -> None:
+    """InputError unless the ground truth has its image's size: one resized to fit would be the wrong pixels."""
+    if labels.shape[:2] != image.shape[:2]:
+        raise InputError(f"label image {sample.label_path or sample.image_path} is "
+                         f"{labels.shape[1]}x{labels.shape[0]} but its image {sample.image_path.name} is "
+                         f"{image.shape[1]}x{image.shape[0]}; the ground truth must match its image")
+
+
 def evaluate(runner: _Predictor, dataset: Any, *, batch_size: int = 1, limit: int | None = None,
              save_predictions: str | Path | None = None, model_name: str | None = None,
              desc: str = "Evaluating") -> EvalReport:
@@ -183,10 +191,7 @@ def evaluate(runner: _Predictor, dataset: Any, *, batch_size: int = 1, limit: in
             if labels is None:
                 raise InputError(f"{sample.image_path} has no ground truth; evaluation needs a labelled split "
                                  "(train or val)")
-            if labels.shape[:2] != image.shape[:2]:  # resizing predictions to it would score the wrong pixels
-                raise InputError(f"label image {sample.label_path or sample.image_path} is "
-                                 f"{labels.shape[1]}x{labels.shape[0]} but its image {sample.image_path.name} is "
-                                 f"{image.shape[1]}x{image.shape[0]}; the ground truth must match its image")
+            check_labels_match(image, labels, sample)  # resizing predictions to it would score the wrong pixels
         predictions = runner.predict([image for image, _, _ in batch])
         for prediction, (_, labels, sample) in zip(predictions, batch):
             assert labels is not None  # checked above; narrows the type
@@ -197,6 +202,9 @@ def evaluate(runner: _Predictor, dataset: Any, *, batch_size: int = 1, limit: in
                 save_prediction(save_predictions, sample, full)
             images += 1
     seconds = time.perf_counter() - start
+    if not confusion.matrix.any():  # every ground-truth pixel is ignore: an mIoU of nothing, not a score
+        raise InputError(f"no labelled pixels in the split: every ground-truth pixel of the {images} images "
+                         f"evaluated is ignore ({IGNORE_INDEX} as a trainId, e.g. labelId 0 'unlabeled')")
     report = EvalReport(
         confusion=confusion, images=images, model=model_name or f"{runner.backend} {runner.precision}",
         backend=runner.backend, precision=runner.precision, device=runner.device,

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from lrnnet._io import check_input
 from lrnnet.errors import InputError
 from lrnnet.log import logger
 
-__all__ = ["check_sizes", "common_size", "open_at_size"]
+__all__ = ["ChosenSize", "check_sizes", "common_size", "open_at_size"]
 
 
 def _exported_size(path: Path, backend: str) -> tuple[int, int] | None:
@@ -41,14 +42,36 @@ def check_sizes(paths: Sequence[str | Path], size: tuple[int, int] | None, backe
             raise InputError(_static_size_message(path, exported, (int(size[0]), int(size[1]))))
 
 
-def common_size(paths: Sequence[str | Path], backend: str = "auto") -> tuple[int, int] | None:
-    """Without --size: the size of the first static export among `paths`, so a .pth runs at it too."""
-    for path in paths:
-        if Path(path).is_file():
-            size = _exported_size(Path(path), backend)
-            if size is not None:
-                return size
+class ChosenSize(NamedTuple):
+    size: tuple[int, int]  # (height, width)
+    why: str  # where it comes from, for the command's output line
+
+
+def common_size(paths: Sequence[str | Path], backend: str = "auto") -> ChosenSize | None:
+    """Without --size: the size of the first static export among `paths`, so a .pth runs at it too; else
+    the first .pth's export default (the size it was validated at, as lrnnet-export uses); else None
+    (each dynamic export or engine at its own size)."""
+    from lrnnet.runtime.factory import resolve_backend
+
+    files = [Path(p) for p in paths if Path(p).is_file()]
+    for path in files:
+        size = _exported_size(path, backend)
+        if size is not None:
+            return ChosenSize(size, f"the fixed size of {path.name}")
+    for path in files:
+        if resolve_backend(path, backend) == "torch":
+            return _checkpoint_default_size(path)
     return None
+
+
+def _checkpoint_default_size(path: Path) -> ChosenSize:
+    from lrnnet.export.onnx import default_export_size
+    from lrnnet.models.checkpoint import checkpoint_sizes
+
+    size = default_export_size(path)  # lrnnet-export's default, so eval scores what export ships
+    if checkpoint_sizes(path).get("val_size") == size:
+        return ChosenSize(size, f"the size {path.name} was validated at")
+    return ChosenSize(size, f"{path.name} records no validation size")
 
 
 def open_at_size(path: str | Path, size: tuple[int, int] | None = None, backend: str = "auto",
@@ -60,9 +83,7 @@ def open_at_size(path: str | Path, size: tuple[int, int] | None = None, backend:
     """
     from lrnnet.runtime.factory import open_runner, resolve_backend
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"model file {path} does not exist")
+    path = check_input(path, "model file")
     chosen = resolve_backend(path, backend)
     if size is None:
         return open_runner(path, backend=backend, device=device, **options)

@@ -159,16 +159,14 @@ def exportable_model(model: Any, power_iterations: int | None = None) -> Any:
     parameter); the caller's model is never changed, not even its train/eval mode or device.
     """
     from lrnnet.models import build_model
+    from lrnnet.models.checkpoint import check_finite_weights
 
     config = dict(model.config)
     wanted = {"svd": "power", "power_iterations": power_iterations or config["power_iterations"]}
     check_power_iterations(wanted["power_iterations"],
                            "--power-iterations" if power_iterations else "the model's config")
     state = model.state_dict()
-    broken = [key for key, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if broken:
-        raise InputError(f"the model has NaN/Inf weights in {len(broken)} tensors, e.g. {broken[:3]} "
-                         "(a diverged training run?); export a healthy checkpoint")
+    check_finite_weights(state, "the model")  # an in-memory model; a checkpoint's load already checked it
     on_cpu = all(tensor.device.type == "cpu" for tensor in state.values())
     if on_cpu and not model.training and all(config.get(key) == value for key, value in wanted.items()):
         return model

@@ -26,7 +26,7 @@ from lrnnet.data.synthetic import SceneLayout, render_scene
 from lrnnet.errors import InputError
 from lrnnet.log import progress
 
-__all__ = ["Tolerance", "VerificationError", "VerificationReport", "verification_frames", "verify_onnx"]
+__all__ = ["Tolerance", "VerificationError", "VerificationReport", "graph_feeds", "verification_frames", "verify_onnx"]
 
 
 class VerificationError(RuntimeError):
@@ -75,6 +75,13 @@ def verification_frames(size: tuple[int, int], scenes: int = 3, seed: int = 0) -
     checker = (((ys // cell) + (xs // cell)) % 2).astype(np.uint8)[..., None]
     frames.append(np.where(checker > 0, np.array([230, 200, 20], np.uint8), np.array([15, 40, 120], np.uint8)))
     return frames
+
+
+def graph_feeds(frames: Sequence[np.ndarray], size: tuple[int, int], batch: int,
+                uint8_nhwc: bool) -> Iterator[np.ndarray]:
+    """``frames`` as the graph's input arrays, ``batch`` at a time (the last batch filled up from the start)."""
+    for group in _batches(frames, batch):
+        yield _graph_input(group, size, uint8_nhwc)
 
 
 def _batches(frames: Sequence[np.ndarray], batch: int) -> Iterator[list[np.ndarray]]:

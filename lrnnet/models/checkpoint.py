@@ -27,8 +27,8 @@ from lrnnet.errors import InputError
 from lrnnet.log import note
 from lrnnet.models.lrnnet import LRNNet
 
-__all__ = ["DIGEST_KEY", "SIZES_KEY", "build_model", "checkpoint_sizes", "load_checkpoint", "save_checkpoint",
-           "weights_digest"]
+__all__ = ["DIGEST_KEY", "SIZES_KEY", "build_model", "check_finite_weights", "checkpoint_sizes", "load_checkpoint",
+           "save_checkpoint", "weights_digest"]
 
 DIGEST_KEY = "weights_sha256"
 
@@ -74,7 +74,17 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu", **o
     model = build_model({**config, **overrides})
     _load_state_dict(model, state_dict, path)
     _check_digest(obj, state_dict, path)  # after the shape checks: a foreign file's note only when it loads
+    check_finite_weights(state_dict, str(path))  # after the digest: damaged bytes are said as such
     return model.eval()
+
+
+def check_finite_weights(state_dict: Mapping[str, torch.Tensor], owner: str) -> None:
+    """InputError naming the tensors with NaN/Inf: such weights run, but every score of them is meaningless."""
+    broken = [name for name, tensor in state_dict.items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise InputError(f"{owner} has NaN/Inf weights in {len(broken)} tensors, e.g. {broken[:_SHOWN_KEYS]} "
+                         "(a diverged training run?); use a healthy checkpoint")
 
 
 def _read_torch_file(path: Path, map_location: Any) -> Any:

@@ -42,17 +42,21 @@ driver checked and opens it with that metadata, without importing `onnx` (0.5 s 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import gc
 import hashlib
 import json
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,10 +64,10 @@ from pathlib import Path
 from typing import Any
 
 import lrnnet
-from lrnnet._io import clean_stale_temps_in, file_sha256
+from lrnnet._io import check_writable, clean_stale_temps_in, file_sha256, refuse_overwrite
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import count_text
-from lrnnet.errors import InputError
+from lrnnet.errors import InputError, Terminated, add_note
 from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.log import logger, progress_bar
 from lrnnet.runtime.sources import FrameSource
@@ -125,8 +129,8 @@ class SourceJob:
 
 def read_sources(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
     """The sources named by `specs`: each a video file or image folder, or a list file (LIST_SUFFIXES)
-    with one source per line, `#` comments and blank lines ignored, relative paths taken from the list's
-    folder."""
+    with one source per line, `#` comments (at a line's start or after a space) and blank lines ignored,
+    relative paths taken from the list's folder; a list may not name another list."""
     sources: list[str] = []
     for spec in specs:
         path = Path(spec)
@@ -138,15 +142,33 @@ def read_sources(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
             except (OSError, UnicodeDecodeError) as exc:
                 raise InputError(f"cannot read source list {path}: {exc}") from None
             for line in lines:
-                entry = line.split("#", 1)[0].strip()
-                if entry:
-                    listed = Path(entry).expanduser()
-                    sources.append(os.path.normpath(listed if listed.is_absolute() else path.parent / listed))
+                entry = _list_entry(line)
+                if not entry:
+                    continue
+                if "://" in entry:  # a URL is not a path (plan_jobs refuses streams with their own reason)
+                    sources.append(entry)
+                    continue
+                listed = Path(entry).expanduser()
+                listed = Path(os.path.normpath(listed if listed.is_absolute() else path.parent / listed))
+                if listed.suffix.lower() in LIST_SUFFIXES and not listed.is_dir():
+                    raise InputError(f"source list {path} lists {listed}, a list itself: give every list on the "
+                                     "command line")
+                sources.append(str(listed))
         else:
             sources.append(str(spec))
     if not sources:
         raise InputError("no sources to segment (the list files given are empty)")
     return sources
+
+
+def _list_entry(line: str) -> str:
+    """A list file's line less its comment: `#` opens one at the start of a line or after a space, so that
+    a name such as `clip#1.mp4` is kept whole."""
+    text = line.strip()
+    if text.startswith("#"):
+        return ""
+    cut = re.search(r"\s#", text)
+    return (text[:cut.start()] if cut else text).strip()
 
 
 def output_name(source: str, output_kind: str) -> str:
@@ -180,6 +202,12 @@ def plan_jobs(sources: Sequence[str], output_dir: Path, output_kind: str) -> lis
                              "one, or run them with different --output-dir")
         by_output[name] = source
         jobs.append(SourceJob(index, source, output_dir / name, _expected_frames(source)))
+    target = output_dir.resolve()
+    for source in sources:
+        folder = Path(source).resolve()
+        if Path(source).is_dir() and (target == folder or folder in target.parents):
+            raise InputError(f"--output-dir {output_dir} is inside the image folder {source}, a source: its outputs "
+                             "would become part of it; use a folder outside it")
     inputs = {Path(source).resolve() for source in sources}
     for job in jobs:  # e.g. out/a.mp4 and out/a_seg.mp4 both given, with --output-dir out
         if job.output.resolve() in inputs or job.marker.resolve() in inputs:
@@ -221,10 +249,20 @@ def check_output_dir(output_dir: Path) -> None:
 
 
 
-def output_settings(options: PipelineOptions) -> dict[str, Any]:
-    """The pipeline settings that change what is written (not warm-up, queue sizes or the FPS target)."""
-    return {"output_kind": options.output_kind, "alpha": options.alpha if options.output_kind == "overlay" else None,
-            "max_frames": options.max_frames, "fps": options.fps}
+def output_settings(options: BatchOptions, backend: str) -> dict[str, Any]:
+    """What changes the outputs, as a done-marker records it: the pipeline's output settings (not warm-up, queue
+    sizes or the FPS target) and how the model runs (backend, device, runner options such as a checkpoint's
+    input size; not thread counts)."""
+    pipeline = options.pipeline
+    runner = {key: value for key, value in sorted(options.runner_options.items()) if key not in _NOT_IN_OUTPUT}
+    settings = {"output_kind": pipeline.output_kind,
+                "alpha": pipeline.alpha if pipeline.output_kind == "overlay" else None,
+                "max_frames": pipeline.max_frames, "fps": pipeline.fps,
+                "backend": backend, "device": options.device, "runner": runner}
+    return json.loads(json.dumps(settings, default=str))  # as a marker reads back: tuples become lists
+
+
+_NOT_IN_OUTPUT = {"threads", "info"}  # runner options that change speed, or restate the model file
 
 
 def _source_stamp(source: str) -> dict[str, Any]:
@@ -355,8 +393,8 @@ class _SegmentWorker:
     """One runner, loaded once; each call segments the source rows of one batch (of one row)."""
 
     def __init__(self, model: str, model_sha256: str, backend: str, device: str | None,
-                 runner_options: dict[str, Any], threads: int, pipeline: PipelineOptions, counter: Any,
-                 pin_cpus: bool = False) -> None:
+                 runner_options: dict[str, Any], threads: int, pipeline: PipelineOptions, settings: dict[str, Any],
+                 counter: Any, pin_cpus: bool = False) -> None:
         import cv2
 
         from lrnnet.runtime import open_runner
@@ -367,7 +405,7 @@ class _SegmentWorker:
         quiet_video_logs()
         cv2.setNumThreads(threads)  # OpenCV's resizes and colour conversions stay within this actor's share
         self._model_sha256, self._pipeline, self._counter = model_sha256, pipeline, counter
-        self._settings = output_settings(pipeline)
+        self._settings = settings
         self._where = f"{socket.gethostname()}:{os.getpid()}"
         self._load_error: str | None = None
         try:
@@ -389,7 +427,7 @@ class _SegmentWorker:
         return {"result": results}
 
     def _segment(self, index: int, source: str, path: str, output: Path) -> dict[str, Any]:
-        from lrnnet._io import write_json_atomic
+        from lrnnet._io import remove_output, write_json_atomic
         from lrnnet.runtime.sources import open_source
         from lrnnet.runtime.video import run_video
 
@@ -408,10 +446,14 @@ class _SegmentWorker:
             opened = open_source(path)
             report = run_video(self._runner, _CountingSource(opened, counter.add), output, self._pipeline)
             summary = _source_summary(report)
-            write_json_atomic(done_marker(output), {
-                "schema": MARKER_SCHEMA, "lrnnet_version": lrnnet.__version__, "source": stamp,
-                "model_sha256": self._model_sha256, "settings": self._settings, "output": _output_stamp(output),
-                **summary, "report": report})
+            try:
+                write_json_atomic(done_marker(output), {
+                    "schema": MARKER_SCHEMA, "lrnnet_version": lrnnet.__version__, "source": stamp,
+                    "model_sha256": self._model_sha256, "settings": self._settings, "output": _output_stamp(output),
+                    **summary, "report": report})
+            except BaseException:  # an output without its marker would be redone anyway: a failed source leaves none
+                remove_output(output)
+                raise
             return {**result, "status": "done", "error": None, **summary, "finished_at": time.time(),
                     "cpu_s": time.process_time() - cpu_start}
         except Exception as exc:  # noqa: BLE001 - a failed source is a result, not the end of the job
@@ -501,6 +543,9 @@ class _RaySession:
             _quiet_ray_data()
             return
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # No Ray started behind our back: a call after shutdown (a Ray Data iterator's late clean-up) fails
+        # instead of starting a new local Ray that nobody stops.
+        os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
         import logging
 
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
@@ -515,10 +560,18 @@ class _RaySession:
                 # address="local": a new Ray of our own, never one another user left running on this machine
                 # (ray.init() alone joins the last cluster started here). In the main thread, not _bounded: Ray
                 # ties the life of the processes it starts to the thread that started them (PR_SET_PDEATHSIG).
-                try:
-                    ray.init(address="local", num_cpus=local_cpus, **kwargs)
-                except Exception as exc:  # noqa: BLE001 - a machine limit (no /tmp space, ports), one line
-                    raise InputError(f"cannot start a local Ray: {' '.join(str(exc).split())[:300]}") from None
+                with _stop_signals_recorded(ray) as received:
+                    try:
+                        ray.init(address="local", num_cpus=local_cpus, **kwargs)
+                    except Exception as exc:  # noqa: BLE001 - a machine limit (no /tmp space, ports), one line
+                        if not received:
+                            raise InputError(f"cannot start a local Ray: {' '.join(str(exc).split())[:300]}") from None
+                    except BaseException:  # the stop itself
+                        ray.shutdown()  # what ray.init had started
+                        raise
+                if received:  # stopped while Ray started, the stop lost in an os.fork callback or failing ray.init
+                    ray.shutdown()
+                    raise KeyboardInterrupt if received[0] == signal.SIGINT else Terminated(received[0])
                 self.address = f"local ({_current_address(ray)}, started for this run)"
         self.started = True
         _quiet_ray_data()
@@ -545,9 +598,54 @@ def _own_signal_handlers() -> Iterator[None]:
         if main else {}
     try:
         yield
+    except SystemExit as exc:
+        # ray.init's own SIGTERM handler is `sys.exit(signum)`: the stop it was, unwound as one
+        if exc.code in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) and isinstance(exc.code, int):
+            raise Terminated(exc.code) from None
+        raise
     finally:
         for signum, handler in saved.items():
             if handler is not None:  # None: set outside Python; nothing of ours to put back
+                signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _stop_signals_recorded(ray: Any) -> Iterator[list[int]]:
+    """While ray.init starts a local Ray, SIGTERM/SIGHUP/SIGINT raise as always (a wait inside ray.init ends) and
+    are also recorded (the list yielded): one that lands in an os.fork callback is lost there (Python only prints
+    it; that print is silenced), and the job would go on, so the caller acts on the record once ray.init returns. Ray's own SIGTERM handler
+    (`sys.exit`, from wherever the driver is) is not installed, nor its C++ stack-dump handler in this process
+    (a SIGTERM during the core worker's start printed a dump and aborted); the workers keep theirs."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    utils, constants = ray._private.utils, ray._private.ray_constants
+    patched = {(utils, "set_sigterm_handler"): lambda handler: None,
+               (constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"): True}
+    originals = {key: getattr(*key) for key in patched if hasattr(*key)}  # Ray moved them: left as they are
+
+    def stop(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+    def unraisable(info: Any) -> None:  # the stop raised where Python can only print it: recorded, so quiet
+        if not (received and isinstance(info.exc_value, (KeyboardInterrupt, Terminated))):
+            hook(info)
+
+    signums = [signum for name in ("SIGTERM", "SIGHUP", "SIGINT") if (signum := getattr(signal, name, None))]
+    handlers = {signum: signal.signal(signum, stop) for signum in signums}
+    for (owner, name) in originals:
+        setattr(owner, name, patched[(owner, name)])
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    try:
+        yield received
+    finally:
+        sys.unraisablehook = hook
+        for (owner, name), value in originals.items():
+            setattr(owner, name, value)
+        for signum, handler in handlers.items():
+            if handler is not None:
                 signal.signal(signum, handler)
 
 
@@ -646,8 +744,11 @@ def _needs_gpu(backend: str, device: str | None) -> bool:
 
 
 def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, output_dir: str | Path,
-              options: BatchOptions | None = None) -> dict[str, Any]:
+              options: BatchOptions | None = None, also_writes: Sequence[Path] = ()) -> dict[str, Any]:
     """Segment every source on Ray; returns the batch report (one entry per source, and the aggregate).
+
+    `also_writes`: files the caller writes after the job (the report), refused before anything runs if one is
+    a source, the model, or an output or done-marker of the job.
 
     Bad input (no sources, a missing output-dir parent, colliding names, a missing model, an unreachable
     Ray address) raises InputError before anything is written. A source that fails does not: it is in
@@ -659,6 +760,10 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
 
     jobs = plan_jobs(read_sources(sources), output_dir, options.pipeline.output_kind)
     check_output_dir(output_dir)
+    job_files = [model, *(Path(job.source) for job in jobs), *(job.output for job in jobs), *(job.marker for job in jobs)]
+    refuse_overwrite(job_files, also_writes)
+    for path in also_writes:
+        check_writable(path)
     if not model.is_file():
         raise InputError(f"model {model} does not exist" if not model.exists() else f"model {model} is not a file")
     backend = resolve_backend(model, options.backend)  # an unknown model type or backend fails here, not per source
@@ -667,7 +772,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     # input before anything is written; the actors then load the very bytes checked (same SHA-256) without
     # importing `onnx`, whose ml_dtypes alone takes 0.5 s of each actor's start.
     model_info = read_model_info(model) if backend == "onnxruntime" else None
-    settings = output_settings(options.pipeline)
+    settings = output_settings(options, backend)
 
     skipped: dict[int, dict[str, Any]] = {}
     for job in jobs:
@@ -680,6 +785,11 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     todo = [job for job in jobs if job.index not in skipped]
     if skipped:
         logger.info("Skipped %d already complete (a done-marker matches source, model and settings)", len(skipped))
+    for job in todo:
+        _refuse_foreign_output(job)
+    if todo and options.workers > len(todo):  # an actor with no source would only start and stop
+        logger.info("%d workers asked for %d sources to segment: %d workers", options.workers, len(todo), len(todo))
+        options = dataclasses.replace(options, workers=len(todo))
 
     results: dict[int, dict[str, Any]] = dict(skipped)
     session = None
@@ -691,6 +801,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             from lrnnet._threads import usable_cpus
 
             start = time.perf_counter()
+            created_dir = make_output_dir(output_dir)
             cpus = usable_cpus()
             if options.ray_address is None and options.workers * (options.threads or 1) > cpus:
                 logger.warning("%d workers x %s on %d usable CPUs: they will take turns (oversubscribed)",
@@ -699,24 +810,55 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             session = _RaySession(options.ray_address, local_cpus)
             cluster_cpus, node_cpus = session.cpus()
             threads = plan_threads(options.workers, cluster_cpus, node_cpus, options.threads)
-            created_dir = not output_dir.exists()
-            output_dir.mkdir(exist_ok=True)
             startup_s = time.perf_counter() - start
             logger.info("Ray %s: %d workers x %s on %d CPUs", session.address, options.workers, count_text(threads),
-                        cluster_cpus)
+                        cluster_cpus if options.ray_address is not None else cpus)
             start = time.perf_counter()
             results.update(_execute(session.ray, todo, model, backend, model_sha256, model_info, options, threads))
             wall_s = time.perf_counter() - start
         address = session.address if session is not None else None
+    except BaseException as exc:
+        # The frames the failure passed through hold Ray Data's iterators: released here, while Ray runs, so that
+        # their clean-up does not run after ray.shutdown.
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
+        if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: what was committed stays, and the user is told
+            kept = sum(is_complete(job, model_sha256, settings) is not None for job in todo) + len(skipped)
+            add_note(exc, f"{kept} of {len(jobs)} outputs are complete and kept; a rerun skips them" if kept
+                     else "no output was written")
+        raise
     finally:
         if session is not None:
             session.close()
-            # Stopped midway (Ctrl-C, SIGTERM, an error) or a worker killed: its temporaries go, and the folder
-            # if this run made it and nothing was committed in it. Committed outputs stay (a rerun skips them).
+            # Stopped midway (Ctrl-C, SIGTERM, an error) or a worker killed: its temporaries go. Committed outputs
+            # stay (a rerun skips them).
             _clean_worker_temps(output_dir, todo, _TEMPS_WAIT_S)
-            if created_dir and not any(output_dir.iterdir()):
-                output_dir.rmdir()
+        if created_dir and not any(output_dir.iterdir()):  # made by this run, and nothing committed in it
+            output_dir.rmdir()
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
+
+
+def _refuse_foreign_output(job: SourceJob) -> None:
+    """An output whose done-marker names another source (a/street.mp4 done, now b/street.mp4) is another
+    source's result: refused, like two such sources in one run, rather than silently replaced."""
+    try:
+        recorded = json.loads(job.marker.read_text(encoding="utf-8"))["source"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):  # no marker, or not one of ours: nothing to protect
+        return
+    if isinstance(recorded, str) and recorded != str(Path(job.source).resolve()):
+        raise InputError(f"{job.output} is the output of {recorded} (its done-marker says so), not of {job.source}: "
+                         "use another --output-dir, or delete it to redo it")
+
+
+def make_output_dir(output_dir: Path) -> bool:
+    """Create the output folder if it is missing (check_output_dir passed); True when this run made it."""
+    if output_dir.is_dir():
+        return False
+    try:
+        output_dir.mkdir()
+    except OSError as exc:
+        raise InputError(f"cannot create --output-dir {output_dir}: {exc.strerror or exc}") from None
+    return True
 
 
 def _clean_worker_temps(output_dir: Path, jobs: list[SourceJob], wait_s: float) -> None:
@@ -763,7 +905,9 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
                 result["output"] = str(by_index[result["index"]].output)  # as the driver names it
                 result["attempts"] = attempt
                 results[result["index"]] = result
-                if not bar.disable:
+                if bar.disable:  # a log line in a file or pipe too: what finished, with its reason
+                    logger.info("%s", _finished_line(result))
+                else:
                     bar.write(_finished_line(result), file=sys.stderr)
             lost = [job for job in jobs if job.index not in results]
             if not lost:
@@ -850,7 +994,8 @@ def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: st
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=in_flight),
         fn_constructor_kwargs={"model": str(model.absolute()), "model_sha256": model_sha256, "backend": backend,
                                "device": options.device, "runner_options": runner_options, "threads": threads,
-                               "pipeline": options.pipeline, "counter": counter, "pin_cpus": options.pin_cpus},
+                               "pipeline": options.pipeline, "settings": output_settings(options, backend),
+                               "counter": counter, "pin_cpus": options.pin_cpus},
         num_cpus=threads, num_gpus=gpus or None,
         # Ray does not retry a source that crashes its actor (_execute tries the lost ones once more, alone);
         # it still restarts the actor.

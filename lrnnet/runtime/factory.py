@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lrnnet._io import check_input
 from lrnnet.errors import InputError
 from lrnnet.log import logger
 from lrnnet.runtime.runner import Runner
@@ -49,13 +50,9 @@ def open_runner(path: str | Path, backend: str = "auto", device: str | None = No
     `cuda_graph=True`, `compile=True` for torch; `threads=2` for onnxruntime.
     Bad files fail with one InputError: missing, not a model, no lrnnet metadata, wrong classes/size.
     """
-    path = Path(path)
     if backend not in ("auto", *BACKENDS):
         raise InputError(f"unknown backend '{backend}'; choose one of auto, {', '.join(BACKENDS)}")
-    if not path.exists():
-        raise InputError(f"model file {path} does not exist")
-    if not path.is_file():
-        raise InputError(f"model {path} is not a file")
+    path = check_input(path, "model file")
     chosen = resolve_backend(path, backend)
     if chosen == "tensorrt":
         from lrnnet.runtime.tensorrt_runner import TensorRTRunner

@@ -82,7 +82,7 @@ class TorchRunner(Runner):
         if fp16 is None:
             fp16 = on_cuda
         if fp16 and not on_cuda:
-            raise InputError("fp16 autocast needs CUDA; run FP32 on the CPU (fp16=False)")
+            raise InputError("FP16 autocast needs CUDA; on the CPU run FP32: drop --fp16 (fp16=False from Python)")
         if cuda_graph and not on_cuda:
             raise InputError("CUDA graphs need a CUDA device")
         if cuda_graph and compile:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lrnnet.errors import InputError
+from lrnnet.limits import MAX_PIXELS, MAX_SIDE
 from lrnnet.models import LRNNet
 from lrnnet.runtime.latency import PAPER_INPUT_SIZE
 
@@ -30,6 +31,8 @@ __all__ = [
     "OPTIMIZERS",
     "SYNTHETIC_SIZE",
     "TrainConfig",
+    "check_training_sizes",
+    "scaled_size",
 ]
 
 OPTIMIZERS = ("adam", "sgd")
@@ -38,6 +41,10 @@ SYNTHETIC_SIZE = (128, 256)  # small enough for a few minutes on 2 CPU cores
 DEFAULT_SYNTHETIC_EPOCHS = 30
 DEFAULT_SYNTHETIC_TRAIN = 48
 DEFAULT_SYNTHETIC_VAL = 12
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds alike; the common range of seeds
+# L2 weight decay is a small fraction of the weights (1e-4 here, 1e-2 at most in the peers): from 1
+# on it outweighs the loss's gradient and the model learns nothing, whatever the data.
+MAX_WEIGHT_DECAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -112,19 +119,8 @@ class TrainConfig:
         if self.data is not None and not self.synthetic and not Path(self.data).is_dir():
             raise InputError(f"--data {self.data} is not a directory (expected a Cityscapes tree with "
                              "leftImg8bit/ and gtFine/)")
-        stride = LRNNet.input_stride
-        for name, (height, width) in (("size", self.train_size), ("crop", self.train_crop)):
-            if height <= 0 or width <= 0 or height % stride or width % stride:
-                up = f"{-(-height // stride) * stride}x{-(-width // stride) * stride}"
-                raise InputError(f"--{name} {height}x{width}: height and width must be positive multiples of "
-                                 f"the model's stride {stride} (e.g. {up})")
         size, crop = self.train_size, self.train_crop
-        if crop[0] > size[0] or crop[1] > size[1]:
-            raise InputError(f"--crop {crop[0]}x{crop[1]} is larger than the training size {size[0]}x{size[1]} "
-                             "(--size); crops are taken from images resized to --size")
-        low, high = self.scale_range
-        if not (0 < low <= high) or not math.isfinite(high):
-            raise InputError(f"scale range must satisfy 0 < low <= high, got {self.scale_range}")
+        check_training_sizes(size, crop, self.scale_range)
         if self.epochs is not None and self.iters is not None:
             raise InputError("give --epochs or --iters, not both")
         for name in ("epochs", "iters", "batch", "val_every", "val_batch", "synthetic_train", "synthetic_val"):
@@ -139,8 +135,15 @@ class TrainConfig:
             raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"--lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or self.poly_power < 0:
-            raise InputError("--weight-decay and the poly power must be >= 0")
+        if not 0 <= self.weight_decay < MAX_WEIGHT_DECAY:
+            raise InputError(f"--weight-decay must be >= 0 and below {MAX_WEIGHT_DECAY:g} (1e-4 is the recipe's), "
+                             f"got {self.weight_decay}")
+        if self.poly_power < 0:
+            raise InputError(f"the poly power must be >= 0, got {self.poly_power}")
+        for name in ("seed", "synthetic_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+                raise InputError(f"--{name.replace('_', '-')} must be an integer from 0 to {MAX_SEED}, got {value!r}")
         device = self._resolve_device()
         if self.amp and device == "cpu":
             raise InputError("--amp (FP16 mixed precision) needs --device cuda; train FP32 on the CPU")
@@ -176,6 +179,42 @@ class TrainConfig:
                 value = list(value)
             out[key] = value
         return out
+
+
+def check_training_sizes(size: tuple[int, int], crop: tuple[int, int], scale_range: tuple[float, float]) -> None:
+    """The training size, crop and random scales the model and the machine can train with; InputError if not.
+
+    Size and crop: multiples of the model's stride, the crop within the size. Scales: the smallest
+    scaled image must keep at least a stride of real pixels a side (below it a crop is all padding,
+    which the loss ignores: nothing to learn), the largest stays within the one image bound of every
+    command (MAX_SIDE a side, MAX_PIXELS in all), which the resize would otherwise exceed.
+    """
+    stride = LRNNet.input_stride
+    for name, (height, width) in (("size", size), ("crop", crop)):
+        if height <= 0 or width <= 0 or height % stride or width % stride:
+            up = f"{-(-height // stride) * stride}x{-(-width // stride) * stride}"
+            raise InputError(f"--{name} {height}x{width}: height and width must be positive multiples of "
+                             f"the model's stride {stride} (e.g. {up})")
+    if crop[0] > size[0] or crop[1] > size[1]:
+        raise InputError(f"--crop {crop[0]}x{crop[1]} is larger than the training size {size[0]}x{size[1]} "
+                         "(--size); crops are taken from images resized to --size")
+    low, high = scale_range
+    if not (0 < low <= high) or not math.isfinite(high):
+        raise InputError(f"scale range must satisfy 0 < low <= high, got {scale_range}")
+    smallest = scaled_size(size, low)
+    if min(smallest) < stride:
+        raise InputError(f"--scale-range {low:g} {high:g}: at scale {low:g} the {size[0]}x{size[1]} images shrink to "
+                         f"{smallest[0]}x{smallest[1]}, less than the model's stride {stride} a side; raise the low scale")
+    largest = scaled_size(size, high)
+    if max(largest) > MAX_SIDE or largest[0] * largest[1] > MAX_PIXELS:
+        raise InputError(f"--scale-range {low:g} {high:g}: at scale {high:g} the {size[0]}x{size[1]} images grow to "
+                         f"{largest[0]}x{largest[1]}, over the bound of {MAX_SIDE} a side and "
+                         f"{MAX_PIXELS // 1_000_000} Mpixel; lower the high scale or --size")
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(height, width) of a training image resized to `size` times `scale`, as augmentation resizes it."""
+    return max(round(size[0] * scale), 1), max(round(size[1] * scale), 1)
 
 
 # What must match between a checkpoint's run and a resumed one for the continuation to be exact.

@@ -22,13 +22,15 @@ import cv2
 import numpy as np
 import torch
 
-from lrnnet._io import write_json_atomic
+from lrnnet._io import atomic_output, write_json_atomic
 from lrnnet.data.cityscapes import CityscapesDataset
 from lrnnet.data.labels import IGNORE_INDEX
 from lrnnet.data.preprocess import preprocess, resize_frame, resize_labels
 from lrnnet.data.synthetic import write_synthetic_cityscapes
 from lrnnet.errors import InputError
+from lrnnet.eval.evaluate import check_labels_match
 from lrnnet.log import logger, timed_step
+from lrnnet.train.config import scaled_size
 
 __all__ = ["EpochBatches", "TrainingSet", "augment", "check_split", "epoch_order", "prepare_synthetic"]
 
@@ -40,8 +42,7 @@ def augment(image_bgr: np.ndarray, train_ids: np.ndarray, size: tuple[int, int],
             ) -> tuple[np.ndarray, np.ndarray]:
     """One augmented (BGR uint8 crop, trainIds crop), both of shape `crop`."""
     scale = float(rng.uniform(*scale_range)) if scale_range[0] != scale_range[1] else scale_range[0]
-    height = max(round(size[0] * scale), 1)
-    width = max(round(size[1] * scale), 1)
+    height, width = scaled_size(size, scale)
     image = resize_frame(image_bgr, (height, width))
     labels = resize_labels(train_ids, (height, width))
 
@@ -78,6 +79,7 @@ class TrainingSet(torch.utils.data.Dataset):
         image, labels, sample = self.dataset[index]
         if labels is None:  # CityscapesDataset(require_labels=True) already refuses this
             raise InputError(f"{sample.image_path} has no ground truth")
+        check_labels_match(image, labels, sample)  # as lrnnet-eval: stretched labels would teach wrong pixels
         rng = np.random.default_rng([self.seed, epoch, index])
         image, labels = augment(image, labels, self.size, self.crop, self.scale_range, self.flip, rng)
         tensor = torch.from_numpy(preprocess(image, self.crop)[0])  # THE normalisation, no resize at crop size
@@ -127,10 +129,12 @@ def prepare_synthetic(root: Path, size: tuple[int, int], counts: dict[str, int],
     if root.exists() and any(root.iterdir()):
         raise InputError(f"--synthetic would write into {root}, which is not empty and not a synthetic tree; "
                          "give an empty or new folder")
+    # One folder renamed into place when complete: an interrupted run leaves no partial tree (which,
+    # without its marker, the next run would have to refuse), only a temporary that is cleaned up.
     with timed_step(f"Writing {counts.get('train', 0)}+{counts.get('val', 0)} synthetic scenes at "
-                    f"{size[0]}x{size[1]} to {root}"):
-        write_synthetic_cityscapes(root, size=size, counts=counts, seed=seed)
-    write_json_atomic(marker, wanted)
+                    f"{size[0]}x{size[1]} to {root}"), atomic_output(root, directory=True) as tmp:
+        write_synthetic_cityscapes(tmp, size=size, counts=counts, seed=seed)
+        write_json_atomic(tmp / SYNTHETIC_MARKER, wanted)
     return root
 
 

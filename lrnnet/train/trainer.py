@@ -12,6 +12,14 @@ Outputs in `config.out` (all written atomically):
 Exact resume: the data of a step depends only on (seed, step) (see data.py), the learning rate
 is a function of the step (schedule.py), and the checkpoint carries the model, optimizer, AMP
 scaler and torch RNG states; so `resume` continues with the same losses as an uninterrupted run.
+
+Stopping: Ctrl-C, SIGTERM or SIGHUP stop the run at the end of the running step (or validation),
+which saves last.pth and the logs, as `on_step` returning True does; the signal is then delivered
+as before (the CLI exits 130/143/129). A second signal stops at once, losing the steps since the
+last checkpoint (checkpoints are atomic, so it never leaves a half file). config.json, the logs and
+last.pth are written together, at a checkpoint: a run that fails before its first checkpoint
+(bad settings, a loss that diverged at once) leaves nothing in `out`; one that fails later keeps
+its last checkpoint, from which `--resume` continues.
 """
 
 from __future__ import annotations
@@ -21,10 +29,13 @@ import csv
 import io
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -43,13 +54,15 @@ from lrnnet.train.config import RUN_DEFINING, TrainConfig
 from lrnnet.train.data import EpochBatches, TrainingSet, check_split, prepare_synthetic
 from lrnnet.train.schedule import poly_lr
 
-__all__ = ["BEST", "LAST", "TrainResult", "train"]
+__all__ = ["BEST", "LAST", "TrainResult", "changed_settings", "train"]
 
 LAST, BEST = "last.pth", "best.pth"
-# last.pth is rewritten after a validation, at the end, when stopped, and otherwise at most this often:
-# a checkpoint is an fsynced 8 MB write (~0.6 s on the shared box), which after every one of the demo's
-# 8-step epochs cost a fifth of its training time. A crash loses at most this much training.
+# last.pth is rewritten after a validation, at the end, when stopped, and otherwise at most this often,
+# after any step (an epoch of real Cityscapes is an hour on a GPU): a checkpoint is an fsynced 8 MB
+# write (~0.6 s on the shared box), which after every one of the demo's 8-step epochs cost a fifth of
+# its training time. A crash loses at most this much training.
 CHECKPOINT_EVERY_S = 60.0
+_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 StepCallback = Callable[[int, float], "bool | None"]
 
 
@@ -82,6 +95,7 @@ class _State:
     step: int = 0
     best_miou: float = -math.inf
     best_epoch: int | None = None
+    best_checkpoint: Path | None = None  # the best's weights: OUT/best.pth, or the resumed run's (another --out)
     history: list[dict[str, Any]] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     last_report: dict[str, Any] | None = None
@@ -91,13 +105,14 @@ def train(config: TrainConfig, on_step: StepCallback | None = None) -> TrainResu
     """Train LRNNet as `config` says.
 
     `on_step(step, loss)` is called after every iteration; returning True stops the run there and
-    leaves a resumable last.pth (early stopping, time limits).
+    leaves a resumable last.pth (early stopping, time limits). Ctrl-C, SIGTERM and SIGHUP do the same,
+    then go on to their handler (KeyboardInterrupt ...). A loss that diverges is an InputError.
     """
     config = config.resolved()
     started = time.perf_counter()
     _check_out(config.out, config.resume)
     # A bad --resume fails before any data is read or written.
-    resume_from = _check_resumable(config.resume, config) if config.resume is not None else None
+    resume_from = None if config.resume is None else (config.resume, _check_resumable(config.resume, config))
     root = _prepare_data(config)
     train_split = CityscapesDataset(root, "train")
     val_split = CityscapesDataset(root, "val")
@@ -105,18 +120,16 @@ def train(config: TrainConfig, on_step: StepCallback | None = None) -> TrainResu
     device = torch.device(config.device or "cpu")
     if device.type == "cpu":
         announce_threads()
-    with _determinism(config.deterministic, device), _threads(config.threads):
+    with _determinism(config.deterministic, device), _threads(config.threads), _SignalStop() as signals:
         torch.manual_seed(config.seed)  # the weight initialisation, and dropout from there on
         run = _Run(config, train_split, val_split, device)
         if resume_from is not None:
-            run.resume(config.resume, resume_from)
-        run.write_config(root)
-        stopped = run.loop(on_step)
+            run.resume(*resume_from)
+        stopped = run.loop(on_step, signals)
         run.write_plot()
+        write_json_atomic(config.out / "summary.json", run.summary(time.perf_counter() - started))
     state = run.state
-    write_json_atomic(config.out / "summary.json", run.summary(time.perf_counter() - started))
-    best = config.out / BEST if (config.out / BEST).is_file() else None
-    return TrainResult(out=config.out, data_root=root, last=config.out / LAST, best=best,
+    return TrainResult(out=config.out, data_root=root, last=config.out / LAST, best=state.best_checkpoint,
                        best_miou=state.best_miou if state.best_epoch is not None else float("nan"),
                        best_epoch=state.best_epoch, steps=state.step, total_steps=run.total,
                        history=state.history, step_losses=state.step_losses, input_size=config.train_size,
@@ -140,7 +153,8 @@ def _check_out(out: Path, resume: Path | None) -> None:
 def _check_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
     """The checkpoint's payload, if it is a training checkpoint of this model; InputError otherwise."""
     weights = load_checkpoint(path)  # InputError for anything that is not an LRNNet checkpoint
-    expected = build_model({"num_classes": config.num_classes, **config.model_options}).config
+    model = build_model({"num_classes": config.num_classes, **config.model_options})
+    expected = model.config
     if weights.config != expected:
         raise InputError(f"--resume {path} holds an LRNNet with options {weights.config}, but this run "
                          f"builds {expected}; resume with the same model options")
@@ -153,7 +167,86 @@ def _check_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
     if previous.get("optimizer") != config.optimizer:
         raise InputError(f"--resume {path} was trained with --optimizer {previous.get('optimizer')}, "
                          f"this run asks for {config.optimizer}")
+    _check_training_state(path, payload, _make_optimizer(config, model))
     return payload
+
+
+def _check_training_state(path: Path, payload: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """Every part of the training state that resume() reads, by shape and type: one line naming the bad part.
+
+    `optimizer` is a fresh one of this run's model: the checkpoint's state must load into it and fit
+    its parameters (a wrong shape would only fail at the first step, deep inside the optimizer).
+    """
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise InputError(f"--resume {path}: its training state is damaged ({what}); "
+                             "resume from another checkpoint of the run")
+
+    step, rng = payload["step"], payload["rng"]
+    need(_is_int(step) and step >= 0, f"step {step!r} is not an integer >= 0")
+    need(isinstance(payload["train_config"], dict), "train_config is not a dict")
+    need(isinstance(rng, dict) and _is_rng_state(rng.get("torch")), "rng['torch'] is not a torch RNG state")
+    need(isinstance(rng.get("cuda", []), (list, tuple)) and all(_is_rng_state(t, cpu=False) for t in rng.get("cuda", [])),
+         "rng['cuda'] is not a list of CUDA RNG states")
+    need(isinstance(payload.get("scaler") or {}, dict), "scaler is not a dict")
+    best, best_epoch = payload.get("best_miou"), payload.get("best_epoch")
+    need(best is None or (isinstance(best, (int, float)) and math.isfinite(best)), f"best_miou {best!r}")
+    need(best_epoch is None or (_is_int(best_epoch) and best_epoch >= 1), f"best_epoch {best_epoch!r}")
+    history, losses = payload.get("history") or [], payload.get("step_losses") or []
+    need(isinstance(history, list) and all(isinstance(row, dict) for row in history), "history is not a list of rows")
+    need(isinstance(losses, list) and all(isinstance(v, (int, float)) for v in losses), "step_losses is not a list "
+                                                                                        "of numbers")
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        need(False, f"optimizer: {' '.join(str(exc).split())}")
+    for param, values in optimizer.state.items():
+        need(all(not isinstance(v, torch.Tensor) or v.dim() == 0 or v.shape == param.shape for v in values.values()),
+             f"optimizer state of shape other than its parameter's {tuple(param.shape)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_rng_state(value: Any, cpu: bool = True) -> bool:
+    """A torch generator state: a uint8 vector (the CPU one of exactly torch's own state's size)."""
+    if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1):
+        return False
+    return not cpu or value.shape == torch.get_rng_state().shape
+
+
+def _find_best_weights(resumed: Path, payload: dict[str, Any]) -> Path | None:
+    """Where the weights of the resumed run's best validation are: the file its checkpoint names, else
+    best.pth beside it; None (with a warning) when neither holds that validation's weights."""
+    if payload.get("best_epoch") is None:
+        return None
+    recorded = payload.get("best_checkpoint")
+    candidates = [Path(recorded)] if isinstance(recorded, str) else []
+    for candidate in [*candidates, resumed.parent / BEST]:
+        if _holds_best(candidate, payload):
+            return candidate
+    logger.warning("The weights of the best validation of %s (epoch %s) are gone (no %s): only the metric "
+                   "carries on", resumed, payload["best_epoch"], resumed.parent / BEST)
+    return None
+
+
+def _holds_best(candidate: Path, payload: dict[str, Any]) -> bool:
+    """True when `candidate` is the checkpoint saved at the best validation `payload` records."""
+    try:  # mmap: only the two numbers are read, not 8 MB of tensors
+        other = torch.load(candidate, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - missing, foreign or damaged: not the best's weights
+        return False
+    return (isinstance(other, dict) and other.get("best_epoch") == payload["best_epoch"]
+            and other.get("best_miou") == payload["best_miou"])
+
+
+def changed_settings(previous: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The settings that define a run (RUN_DEFINING) where a checkpoint's `train_config` and `config`
+    differ, as 'name old -> new': empty when continuing it is an exact continuation."""
+    current = config.to_dict()
+    return [f"{key} {previous.get(key)!r} -> {current[key]!r}" for key in RUN_DEFINING
+            if previous.get(key) != current[key]]
 
 
 def _prepare_data(config: TrainConfig) -> Path:
@@ -205,13 +298,74 @@ def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
 
 
+class _SignalStop:
+    """Ctrl-C, SIGTERM and SIGHUP, while training: stop at the next step boundary, then deliver the signal.
+
+    The first signal is only recorded: the loop checks `requested` after each step, saves and
+    returns, and on leaving the block the signal goes to the handler it had before (the CLI's: one
+    line, exit 130/143/129). Stopping between steps keeps the checkpoint consistent: an optimizer
+    step is never half applied. A second signal is delivered at once. Only the main thread can
+    handle signals; a signal the process ignores (a background job's SIGINT, nohup's SIGHUP) stays
+    ignored.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> _SignalStop:  # noqa: PYI034 - not subclassed
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in _STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None and signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        previous = self._restore()
+        if exc_type is None and self.signum is not None:
+            _deliver(self.signum, previous[self.signum], None)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            _deliver(signum, self._restore()[signum], frame)
+            return
+        self.signum = signum
+        logger.warning("%s: stopping after this step to save the run (again to stop at once, losing the steps "
+                       "since the last checkpoint)", signal.Signals(signum).name)
+
+    def _restore(self) -> dict[int, Any]:
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        return previous
+
+
+def _deliver(signum: int, handler: Any, frame: FrameType | None) -> None:
+    """Hand a signal to the handler it had before ours: raise KeyboardInterrupt, the CLI's Terminated ..."""
+    if callable(handler):
+        handler(signum, frame)
+    else:  # SIG_DFL: the default action, with our handler gone
+        signal.raise_signal(signum)
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """DataLoader workers: a terminal's Ctrl-C reaches the whole process group; the main process decides."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _Run:
     """One training run's objects and the steps that use them."""
 
     def __init__(self, config: TrainConfig, train_split: CityscapesDataset, val_split: CityscapesDataset,
                  device: torch.device) -> None:
         self.config, self.val_split, self.device = config, val_split, device
-        self.out = config.out
+        self.out, self.data_root = config.out, train_split.root
         self.per_epoch = len(train_split) // config.batch
         self.total = config.iters if config.iters is not None else config.epochs * self.per_epoch  # type: ignore[operator]
         self.epochs = -(-self.total // self.per_epoch)
@@ -229,45 +383,50 @@ class _Run:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def loop(self, on_step: StepCallback | None) -> bool:
-        """Train up to the last step; True when `on_step` stopped it early."""
-        state, config = self.state, self.config
+    def loop(self, on_step: StepCallback | None, signals: _SignalStop) -> bool:
+        """Train up to the last step; True when `on_step` or a signal stopped it early (last.pth saved)."""
+        state = self.state
         while state.step < self.total:
-            epoch = state.step // self.per_epoch
-            epoch_start = epoch * self.per_epoch
-            end = min(epoch_start + self.per_epoch, self.total)
-            images, seconds, stopped = 0, 0.0, False
-            bar = progress_bar(f"Epoch {epoch + 1}/{self.epochs}", total=end - epoch_start, unit="batch")
-            bar.update(state.step - epoch_start)
-            tick = time.perf_counter()
-            for inputs, labels in self._batches(epoch, state.step - epoch_start):
-                loss = self._step(inputs, labels, poly_lr(config.lr, state.step, self.total, config.poly_power))
-                state.step_losses.append(loss)
-                state.step += 1
-                images += inputs.shape[0]
-                seconds = time.perf_counter() - tick
-                bar.update()
-                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images / max(seconds, 1e-9):.1f}")
-                stopped = on_step is not None and bool(on_step(state.step, loss)) and state.step < self.total
-                if stopped or state.step >= end:
-                    break
-            bar.close()
-            if state.step == end:  # the epoch is complete
-                self._finish_epoch(epoch, images, seconds)
-            if stopped:
+            if self._train_epoch(on_step, signals):
                 logger.info("Stopped at step %d of %d; continue with --resume %s", state.step, self.total,
                             self.out / LAST)
-                self._save(self.out / LAST)
-                self._write_logs()
+                self._save_last()
                 return True
         return False
+
+    def _train_epoch(self, on_step: StepCallback | None, signals: _SignalStop) -> bool:
+        """The rest of the current epoch, finished (validated, logged) when complete; True when asked to stop."""
+        state, config = self.state, self.config
+        epoch = state.step // self.per_epoch
+        epoch_start = epoch * self.per_epoch
+        end = min(epoch_start + self.per_epoch, self.total)
+        images, seconds, stopped = 0, 0.0, False
+        bar = progress_bar(f"Epoch {epoch + 1}/{self.epochs}", total=end - epoch_start, unit="batch")
+        bar.update(state.step - epoch_start)
+        tick = time.perf_counter()
+        for inputs, labels in self._batches(epoch, state.step - epoch_start):
+            loss = self._step(inputs, labels, poly_lr(config.lr, state.step, self.total, config.poly_power))
+            state.step_losses.append(loss)
+            state.step += 1
+            images += inputs.shape[0]
+            seconds = time.perf_counter() - tick
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images / max(seconds, 1e-9):.1f}")
+            stopped = on_step is not None and bool(on_step(state.step, loss))
+            if stopped or signals.requested or state.step >= end:
+                break
+            self._checkpoint_if_due()  # mid-epoch; an epoch's end is checkpointed after its row is logged
+        bar.close()
+        if state.step == end:  # the epoch is complete
+            self._finish_epoch(epoch, images, seconds)
+        return (stopped or signals.requested) and state.step < self.total
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sampler = EpochBatches(len(self.training_set), self.config.batch, self.config.seed, epoch, start)
         # An explicit generator: otherwise creating the iterator draws a worker seed from torch's
         # global RNG, which would shift dropout's random numbers between a resumed and a straight run.
         loader = torch.utils.data.DataLoader(self.training_set, batch_sampler=sampler,
-                                             num_workers=self.config.workers,
+                                             num_workers=self.config.workers, worker_init_fn=_ignore_interrupts,
                                              pin_memory=self.device.type == "cuda",
                                              generator=torch.Generator().manual_seed(self.config.seed))
         for inputs, labels in loader:
@@ -288,9 +447,20 @@ class _Run:
         self.scaler.update()
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise RuntimeError(f"the training loss became {value} at step {self.state.step + 1}; "
-                               f"lower --lr (now {self.config.lr}) or check the labels")
+            raise self._diverged(value)
         return value
+
+    def _diverged(self, loss: float) -> InputError:
+        """A loss that is not finite: the settings' fault (the learning rate), so bad input, not a bug.
+
+        Nothing is saved from here (the weights are already ruined); the last checkpoint, if the run
+        made one, stays for a --resume with a lower --lr.
+        """
+        kept = self.out / LAST
+        after = (f"{kept}, its last checkpoint, is kept" if kept.is_file()
+                 else f"nothing was written to {self.out}")
+        return InputError(f"the training loss became {loss} at step {self.state.step + 1} with --lr {self.config.lr}: "
+                          f"the run diverged; lower --lr ({after})")
 
     # -- epochs, validation, checkpoints --------------------------------------------------------------
 
@@ -318,15 +488,15 @@ class _Run:
         state.history.append(row)
         improved = row["val_miou"] is not None and row["val_miou"] > state.best_miou
         if improved:
-            state.best_miou, state.best_epoch = row["val_miou"], epoch + 1
+            state.best_miou, state.best_epoch, state.best_checkpoint = row["val_miou"], epoch + 1, self.out / BEST
         logger.info("epoch %d/%d: loss %.4f, %s img/s, val mIoU %s%s", epoch + 1, self.epochs, row["train_loss"],
                     "n/a" if row["images_per_s"] is None else f"{row['images_per_s']:.1f}",
                     "n/a" if row["val_miou"] is None else f"{100 * row['val_miou']:.1f}%",
                     " (best)" if improved else "")
-        validated = row["val_miou"] is not None or state.step == self.total
-        if validated or time.perf_counter() - self._saved_at >= CHECKPOINT_EVERY_S:
-            self._save(self.out / LAST)
-            self._write_logs()
+        if row["val_miou"] is not None or state.step == self.total:
+            self._save_last()
+        else:
+            self._checkpoint_if_due()
         if improved:
             self._save(self.out / BEST)
 
@@ -339,6 +509,16 @@ class _Run:
         # The runner puts the model in eval mode and back in training mode on close.
         with TorchRunner(model=self.model, info=info, device=str(self.device), fp16=self.config.amp) as runner:
             return evaluate(runner, self.val_split, batch_size=self.config.val_batch, desc="Validating")
+
+    def _checkpoint_if_due(self) -> None:
+        if time.perf_counter() - self._saved_at >= CHECKPOINT_EVERY_S:
+            self._save_last()
+
+    def _save_last(self) -> None:
+        """last.pth with the files that describe it (config.json, log.csv, steps.csv): a resumable run."""
+        self._save(self.out / LAST)
+        self._write_config()
+        self._write_logs()
 
     def _save(self, path: Path) -> None:
         state = self.state
@@ -355,6 +535,8 @@ class _Run:
                         metrics=self._metrics(),
                         best_miou=state.best_miou if state.best_epoch is not None else None,
                         best_epoch=state.best_epoch,
+                        # absolute: a resume from another folder (or working directory) still finds it
+                        best_checkpoint=None if state.best_checkpoint is None else str(state.best_checkpoint.resolve()),
                         history=state.history,
                         step_losses=state.step_losses,
                         last_report=state.last_report,
@@ -372,12 +554,9 @@ class _Run:
                 "val_epoch": None if last is None else last["epoch"],
                 "train_loss": self.state.history[-1]["train_loss"] if self.state.history else None}
 
-    def resume(self, path: Path | None, payload: dict[str, Any]) -> None:
+    def resume(self, path: Path, payload: dict[str, Any]) -> None:
         """Continue from `payload`, a checkpoint of this trainer (checked by _check_resumable)."""
-        previous = payload["train_config"]
-        current = self.config.to_dict()
-        changed = [f"{key} {previous.get(key)!r} -> {current[key]!r}" for key in RUN_DEFINING
-                   if previous.get(key) != current[key]]
+        changed = changed_settings(payload["train_config"], self.config)
         if changed:
             logger.warning("Resuming with other settings than the checkpoint's run (%s): training continues, "
                            "but not as an exact continuation", "; ".join(changed))
@@ -394,16 +573,17 @@ class _Run:
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         best = payload.get("best_miou")
         self.state = _State(step=step, best_miou=-math.inf if best is None else float(best),
-                            best_epoch=payload.get("best_epoch"), history=list(payload.get("history") or []),
+                            best_epoch=payload.get("best_epoch"), best_checkpoint=_find_best_weights(path, payload),
+                            history=list(payload.get("history") or []),
                             step_losses=[float(v) for v in payload.get("step_losses") or []][:step],
                             last_report=payload.get("last_report"))
         logger.info("Resuming from %s at step %d of %d (epoch %d)", path, step, self.total, step // self.per_epoch + 1)
 
     # -- logs ---------------------------------------------------------------------------------------
 
-    def write_config(self, root: Path) -> None:
+    def _write_config(self) -> None:
         write_json_atomic(self.out / "config.json", {
-            **self.config.to_dict(), "data_root": str(root), "total_steps": self.total,
+            **self.config.to_dict(), "data_root": str(self.data_root), "total_steps": self.total,
             "steps_per_epoch": self.per_epoch, "model_config": self.model.config,
             "lrnnet_version": lrnnet.__version__, "torch_version": torch.__version__})
 
@@ -444,7 +624,7 @@ class _Run:
                 "best_miou": state.best_miou if state.best_epoch is not None else None,
                 "best_epoch": state.best_epoch, "final_metrics": self._metrics(), "last_validation": state.last_report,
                 "seconds": seconds, "device": str(self.device),
-                "input_size": list(self.config.train_size), "checkpoints": {"last": LAST, "best": BEST}}
+                "input_size": list(self.config.train_size), "checkpoints": {"last": LAST, "best": None if state.best_checkpoint is None else str(state.best_checkpoint)}}
 
 
 def _finite_or_none(value: float) -> float | None:

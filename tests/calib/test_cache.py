@@ -116,6 +116,8 @@ def _corrupt(cache: dict, how: str) -> str:
         data["no_such_tensor"] = dict(data[first])
     elif how == "no ranges":
         cache["ort_tensors_data"]["data"] = {}
+    elif how == "only the input's range":
+        cache["ort_tensors_data"]["data"] = {"input": data["input"]}
     elif how == "images is a string":
         cache["key"]["images"] = "2"
     elif how == "missing digest":
@@ -130,6 +132,7 @@ def _corrupt(cache: dict, how: str) -> str:
     ("inverted range", "above highest"),
     ("unknown tensor", "tensors the graph does not have, e.g. 'no_such_tensor'"),
     ("no ranges", "no tensor ranges"),
+    ("only the input's range", "of the tensors a calibration of it measures: "),
     ("images is a string", "key 'images' is a str"),
     ("missing digest", "'digest' is missing"),
     ("empty file", "not JSON"),
@@ -191,3 +194,27 @@ def test_graph_check_needs_float_inputs_only():
     check_cache_against_graph(cache, graph(TensorProto.UINT8), "c.json")
     with pytest.raises(InputError, match="no range for the graph input 'input'"):
         check_cache_against_graph(cache, graph(TensorProto.FLOAT), "c.json")
+
+
+@pytest.mark.parametrize("lowest, highest, reason", [
+    (-60000.0, 60000.0, "the INT8 graph agrees with FP32 on "),
+    (0.0, 0.0, "the calibration ranges are degenerate: "),
+])
+def test_a_cache_of_finite_nonsense_ranges_is_refused(workdir, capsys, lowest, highest, reason):
+    """Valid by the schema, but no calibration of this model: the build is compared with FP32 and refused."""
+    cache_path = workdir / "calib.json"
+    cache = json.loads(cache_path.read_text())
+    for entry in cache["ort_tensors_data"]["data"].values():
+        entry["lowest"], entry["highest"] = lowest, highest
+    cache_path.write_text(json.dumps(cache))
+    assert _build() == 2
+    line = _one_error_line(capsys)
+    assert reason in line and "recalibrate" in line, line
+    assert not (workdir / "out.onnx").exists() and not (workdir / "calib.trt-calib.txt").exists()
+
+
+def test_a_damaged_tensorrt_table_beside_a_reused_cache_is_rewritten(workdir, first_build):
+    table = workdir / "calib.trt-calib.txt"
+    table.write_text("garbage\n")
+    assert _build() == 0
+    assert table.read_text() == (first_build / "calib.trt-calib.txt").read_text()

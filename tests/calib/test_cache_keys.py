@@ -55,7 +55,7 @@ def test_round_trip(tmp_path):
     path = tmp_path / "calib.json"
     write_cache(path, _cache())
     raw = json.loads(path.read_text())
-    assert raw["format"] == CACHE_FORMAT == "lrnnet-calibration-cache/1"
+    assert raw["format"] == CACHE_FORMAT == "lrnnet-calibration-cache/2"
     assert raw["key"] == {"source_sha256": "ab" * 32, "method": "percentile", "images": 4, "percentile": 99.999}
     assert (raw["digest"], raw["images_used"], raw["root"]) == ("cd" * 32, 3, "/data/cityscapes")
     assert read_cache(path, KEY) == _cache()
@@ -173,8 +173,8 @@ def test_a_cache_must_fit_the_graph_it_quantizes():
     from lrnnet.calib.cache import check_cache_against_graph
 
     check_cache_against_graph(_cache_of(["input", "x", "y"]), _graph(TensorProto.FLOAT), "c.json")
-    check_cache_against_graph(_cache_of(["x"]), _graph(TensorProto.UINT8), "c.json")  # a frame input has no range
-    check_cache_against_graph(_cache_of(["x"]), _graph(TensorProto.FLOAT, initializer=True), "c.json")
+    check_cache_against_graph(_cache_of(["x", "y"]), _graph(TensorProto.UINT8), "c.json")  # a frame input has no range
+    check_cache_against_graph(_cache_of(["x", "y"]), _graph(TensorProto.FLOAT, initializer=True), "c.json")
     with pytest.raises(InputError, match=r"^c\.json is not an lrnnet calibration cache for this graph \(it has ranges "
                                          r"for 2 tensors the graph does not have, e\.g\. 'a'\); delete it"):
         check_cache_against_graph(_cache_of(["x", "b", "a"]), _graph(TensorProto.FLOAT), "c.json")
@@ -254,8 +254,8 @@ _DATA = ("ort_tensors_data", "data")
     (_set(*_DATA, "relu_out", {"lowest": -65505.0, "highest": 1.0}),
      "tensor 'relu_out' has range [-65505, 1], beyond any activation (|x| > 65504, FP16's largest)"),
     (_set("format", "lrnnet-calibration-cache/0"),
-     "format 'lrnnet-calibration-cache/0', expected 'lrnnet-calibration-cache/1'"),
-    (_set("format", _DELETE), "format None, expected 'lrnnet-calibration-cache/1'"),
+     "format 'lrnnet-calibration-cache/0', expected 'lrnnet-calibration-cache/2'"),
+    (_set("format", _DELETE), "format None, expected 'lrnnet-calibration-cache/2'"),
     (_set("key", "abc"), "'key' is a str ('abc'), expected dict"),
     (_set("root", 3), "'root' is a int ('3'), expected str"),
     (_set("ort_tensors_data", [1]), "'ort_tensors_data' is a list ('[1]'), expected dict"),
@@ -370,3 +370,29 @@ def test_a_range_below_one_gets_its_own_scale_not_the_floor():
     entries = dict(line.split(": ") for line in trt_calibration_table(cache).splitlines()[1:])
     assert _scale(entries["small"]) == pytest.approx(0.5 / 127, rel=1e-6)
     assert _scale(entries["one"]) == pytest.approx(1 / 127, rel=1e-6)
+
+
+def test_a_cache_of_the_older_format_is_remade_not_trusted(tmp_path, lrnnet_log):
+    # Format /1's digest named the images' files and sizes only; its cache may be of other images.
+    path = tmp_path / "calib.json"
+    write_cache(path, _cache())
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format": "lrnnet-calibration-cache/1"}))
+    lrnnet_log.clear()
+    assert read_cache(path, KEY, digest="cd" * 32) is None
+    (line,) = [r.getMessage() for r in lrnnet_log.records]
+    assert line == (f"calibration cache {path} was made for an older lrnnet (its image digest named files, not their "
+                    "content): recalibrating and overwriting it")
+    with pytest.raises(InputError, match="an older lrnnet .*: cannot recalibrate without calibration images"):
+        read_cache(path, KEY, recalibrate=False)
+
+
+def test_a_cache_lacking_ranges_the_graph_needs_is_refused_naming_them():
+    from onnx import TensorProto
+
+    from lrnnet.calib.cache import calibrated_tensors, check_cache_against_graph
+
+    assert calibrated_tensors(_graph(TensorProto.FLOAT)) == {"input", "y"}  # x has no recorded type: not measured
+    with pytest.raises(InputError) as caught:
+        check_cache_against_graph(_cache_of(["input", "x"]), _graph(TensorProto.FLOAT), "c.json")
+    assert str(caught.value) == ("c.json is not an lrnnet calibration cache for this graph (no range for 1 of the "
+                                 "tensors a calibration of it measures: 'y'); delete it or pass another --calib-cache")

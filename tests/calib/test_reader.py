@@ -281,3 +281,60 @@ def test_build_engine_refuses_bad_calibration_data(build_dir, capsys, make, mess
     # One error line, the last (a progress line such as "Backend: ..." may come before it), no traceback.
     assert errors == err[-1:] and message in errors[0] and not any("Traceback" in line for line in err), err
     assert {p.name for p in build_dir.iterdir()} == before  # no engine, sidecar or cache
+
+
+def _bmp_folder(folder, pixels) -> None:
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.bmp"), pixels(i))
+
+
+def test_the_digest_covers_the_images_content_not_their_names_and_sizes(tmp_path):
+    rng = np.random.default_rng(0)
+    _bmp_folder(tmp_path / "noise", lambda i: rng.integers(0, 256, (16, 32, 3), dtype=np.uint8))
+    _bmp_folder(tmp_path / "black", lambda i: np.zeros((16, 32, 3), np.uint8))
+    noise, black = (open_calibration_set(tmp_path / name, 3) for name in ("noise", "black"))
+    assert [p.stat().st_size for p in noise.images] == [p.stat().st_size for p in black.images]  # same names, sizes
+    assert noise.digest() != black.digest()
+    assert black.digest() == open_calibration_set(tmp_path / "black", 3).digest()
+
+
+def test_a_video_digest_covers_all_of_its_bytes(tmp_path, synthetic_video):
+    copy = tmp_path / "street.mp4"
+    data = bytearray(synthetic_video.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte in the middle, far from the head and tail a sample would hash
+    copy.write_bytes(bytes(data))
+    assert open_calibration_set(copy, 4).digest() != open_calibration_set(synthetic_video, 4).digest()
+
+
+def test_fewer_images_than_the_graphs_batch_is_bad_input(synthetic_root):
+    with pytest.raises(InputError, match=r"^the graph takes batches of 4 images, so calibrating it needs at least 4 "
+                                         r"calibration images; .* gives 2 \(--calib-images 4 or more"):
+        CalibrationReader(open_calibration_set(synthetic_root, 2), INFO, "input", batch=4)
+
+
+def test_images_used_counts_whole_batches_and_images_read_counts_each_image_once(synthetic_root):
+    from lrnnet.calib.int8 import _FirstBatchReader
+
+    reader = CalibrationReader(open_calibration_set(synthetic_root, 5), INFO, "input", batch=2)
+    assert reader.images == 4  # the fifth does not fill a batch and is skipped
+    trial = _FirstBatchReader(reader)  # Model Optimizer's trial batch, then the calibration itself
+    trial.get_first()
+    assert len(list(reader.batches())) == 2 and reader.images_read == 4
+
+
+def test_a_truncated_video_calibrates_on_the_frames_it_holds(tmp_path):
+    video = tmp_path / "full.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 32))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        writer.write(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8))
+    writer.release()
+    truncated = tmp_path / "trunc.avi"
+    truncated.write_bytes(video.read_bytes()[:video.stat().st_size // 3])  # head -c: the header still says 20
+    held = len(_all_video_frames(truncated))
+    assert 4 <= held < 20
+    chosen = open_calibration_set(truncated, 4)
+    assert chosen.available == held and max(chosen.frame_indices) < held
+    reader = CalibrationReader(chosen, INFO, "input")
+    assert len(list(reader.batches())) == 4 and reader.images_read == 4

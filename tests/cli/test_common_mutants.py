@@ -211,6 +211,9 @@ def test_internal_errors_messages_in_full(capsys, monkeypatch):
     assert _run(_raise(RuntimeError("OUT OF MEMORY on device 0"))) == 2
     assert _errors(capsys) == [f"{PROG}: error: out of memory: use a smaller input size or batch, or a machine with more memory"]
     assert _run(_raise(RuntimeError("memory was fine"))) == 1
+    # OpenCV's words (cv2.error) for a resize it cannot allocate
+    assert _run(_raise(RuntimeError("OpenCV(4.10.0) alloc.cpp:73: error: (-4:Insufficient memory) "
+                                    "Failed to allocate 24576000000 bytes in function 'OutOfMemoryError'"))) == 2
     assert _run(_raise(OSError(errno.EIO, "Input/output error"))) == 1
     capsys.readouterr()
 
@@ -251,6 +254,31 @@ def test_a_terminated_body_inside_library_except_exception_still_unwinds(capsys,
     assert _run(body) == 143
     assert _errors(capsys) == [f"{PROG}: error: terminated by SIGTERM; no output was written"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_caused_by_a_stop_signal_is_the_stop_with_what_was_kept(capsys, tmp_path):
+    """A signal that lands inside a C call surfaces as another exception (CPython's SystemError "returned a
+    result with an exception set", a library's own error): still the stop's one line and status, not an internal
+    error; a note the command added on the way out (a batch's kept outputs) replaces "no output was written"."""
+    from lrnnet.errors import add_note
+
+    def body(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except _common.Terminated:
+            error = SystemError("<built-in method> returned a result with an exception set")
+            add_note(error, "3 of 4 outputs are complete and kept; a rerun skips them")
+            raise error from None
+        return 0
+
+    assert _run(body) == 143
+    kept = "3 of 4 outputs are complete and kept; a rerun skips them"
+    assert _errors(capsys) == [f"{PROG}: error: terminated by SIGTERM; {kept}"]
+
+    def later(args):  # a failure after a clean run of its own is not a stop
+        raise RuntimeError("boom")
+
+    assert _run(later) == 1
 
 
 def test_handlers_are_installed_during_the_body_and_restored(capsys):

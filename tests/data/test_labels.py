@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from cityscapesscripts.helpers.labels import labels as official_labels
 
 from lrnnet.data import labels
@@ -17,8 +18,16 @@ def test_label_id_to_train_id_matches_every_official_label():
         if 0 <= lab.id < 256:
             expected = lab.trainId if 0 <= lab.trainId < 255 else 255
             assert labels.LABEL_ID_TO_TRAIN_ID[lab.id] == expected, lab.name
-    # ids not in the table (e.g. 200) are ignored
-    assert labels.LABEL_ID_TO_TRAIN_ID[200] == labels.IGNORE_INDEX
+
+
+def test_ids_outside_the_official_table_are_refused_not_ignored():
+    # -1 (license plate) cannot be stored in a uint8 PNG; 0..33 are every other id of the table
+    assert labels.unknown_label_ids(np.arange(34, dtype=np.uint8)) == []
+    assert labels.unknown_label_ids(np.array([[7, 40], [99, 7]], np.uint8)) == [40, 99]
+    with pytest.raises(ValueError, match=r"unknown Cityscapes label ids \[40\]"):
+        labels.label_ids_to_train_ids(np.array([7, 40], np.uint8))
+    assert labels.invalid_train_ids(np.array([0, 18, 255], np.uint8)) == []
+    assert labels.invalid_train_ids(np.array([0, 19, 50, 254], np.uint8)) == [19, 50, 254]
 
 
 def test_train_ids_round_trip_through_label_ids():

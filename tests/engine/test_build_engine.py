@@ -433,3 +433,21 @@ def test_another_calibration_method_than_asked_is_said(asked, used, said, caplog
     caplog.set_level("INFO", logger="lrnnet")
     _say_calibration_method(asked, CalibrationRecord(method=used, images=4, digest="0", images_read=4, cache=None))
     assert ("has no percentile method" in caplog.text) is said
+
+
+@pytest.mark.parametrize("cache, message", [
+    ("nofolder/c.json", "--calib-cache nofolder/c.json: folder nofolder does not exist; create it first"),
+    ("cdir", "--calib-cache cdir is a directory; give a file name such as cdir/<name>"),
+    ("c5.json", "--calib-cache's TensorRT table c5.trt-calib.txt is a directory; give a file name"),
+])
+def test_the_calibration_cache_is_held_to_the_outputs_rules_before_any_work(workdir, capsys, synthetic_root, cache,
+                                                                           message):
+    (workdir / "cdir").mkdir()
+    (workdir / "c5.trt-calib.txt").mkdir()
+    before = _files(workdir)
+    assert main(["--int8", "--calib-data", str(synthetic_root), "--calib-images", "2", "--calib-cache", cache,
+                 "-o", "x.onnx"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1].startswith(f"lrnnet-build-engine: error: {message}")
+    assert "Calibrating" not in captured.err  # refused before the images were read
+    assert _files(workdir) == before

@@ -86,3 +86,58 @@ def test_bad_inputs_are_one_line_and_exit_2(tiny_checkpoint, tiny_onnx, syntheti
     not_a_model.write_text("not onnx")
     _bad(["--model", str(not_a_model), "--data", data], capsys)
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_split_without_labelled_pixels_is_exit_2_for_model_and_compare(tiny_checkpoint, tiny_onnx, synthetic_root,
+                                                                       tmp_path, capsys):
+    import shutil
+
+    import cv2
+
+    root = tmp_path / "cs"
+    shutil.copytree(synthetic_root / "leftImg8bit" / "val", root / "leftImg8bit" / "val")
+    for label in synthetic_root.glob("gtFine/val/*/*_gtFine_labelIds.png"):
+        unlabelled = root / label.relative_to(synthetic_root)
+        unlabelled.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(unlabelled), np.zeros_like(cv2.imread(str(label), cv2.IMREAD_UNCHANGED)))  # 0: unlabeled
+    data = str(root)
+    for models in (["--model", str(tiny_onnx)], ["--compare", str(tiny_checkpoint), str(tiny_onnx)]):
+        rc = main([*models, "--data", data, "--device", "cpu", "--limit", "1"])
+        last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the runner's own info lines
+        assert rc == 2 and last_line.startswith("lrnnet-eval: error: no labelled pixels in the split"), last_line
+
+
+def test_a_pth_runs_at_the_size_it_was_validated_at_unless_size_says_otherwise(tiny_checkpoint, synthetic_root,
+                                                                              tmp_path, capsys):
+    from lrnnet.eval import common_size
+    from lrnnet.models import load_checkpoint, save_checkpoint
+
+    validated = tmp_path / "validated.pth"
+    save_checkpoint(validated, load_checkpoint(tiny_checkpoint), sizes={"val_size": [64, 128]})
+    report = tmp_path / "report.json"
+    for extra, size, why in (([], [64, 128], "the size validated.pth was validated at"),
+                             (["--size", "128x256"], [128, 256], "--size")):
+        assert main(["--model", str(validated), "--data", str(synthetic_root), "--device", "cpu", "--limit", "1",
+                     "--json", str(report), *extra]) == 0
+        assert f"input {size[0]}x{size[1]} ({why})" in capsys.readouterr().out
+        assert json.loads(report.read_text())["input_size"] == size
+        report.unlink()
+    # lrnnet-export's default for a checkpoint recording no size, through the same helper
+    assert common_size([tiny_checkpoint]) == ((512, 1024), "tiny.pth records no validation size")
+
+
+def test_fp16_is_refused_where_it_cannot_apply_naming_the_option(tiny_checkpoint, tiny_onnx, synthetic_root,
+                                                                 capsys):
+    data = str(synthetic_root)
+    assert "--fp16 is for the torch backend (a .pth); an onnxruntime model's precision lives in its graph" in \
+        _bad(["--model", str(tiny_onnx), "--data", data, "--fp16"], capsys)
+    rc = main(["--model", str(tiny_checkpoint), "--data", data, "--fp16", "--device", "cpu"])
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "on the CPU run FP32: drop --fp16" in last_line, last_line
+
+
+def test_a_file_for_data_and_a_folder_for_model_are_named_as_such(tiny_onnx, synthetic_root, tmp_path, capsys):
+    assert _bad(["--model", str(tiny_onnx), "--data", str(tiny_onnx)], capsys).endswith(
+        f"Cityscapes root {tiny_onnx} is a file, not a folder")
+    assert _bad(["--model", str(tmp_path), "--data", str(synthetic_root)], capsys).endswith(
+        f"model file {tmp_path} is a directory, not a file")

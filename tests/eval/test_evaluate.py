@@ -121,3 +121,10 @@ def test_split_without_labels_is_one_clear_error(synthetic_root, pixel_runner):
         evaluate(pixel_runner, unlabelled)
     with pytest.raises(InputError, match="no images"):
         evaluate(pixel_runner, [])
+
+
+def test_a_split_without_labelled_pixels_is_refused_not_scored_nan(synthetic_root, pixel_runner):
+    dataset = CityscapesDataset(synthetic_root, "val")
+    all_ignored = [(image, np.full_like(labels, IGNORE_INDEX), sample) for image, labels, sample in dataset]
+    with pytest.raises(InputError, match="no labelled pixels in the split"):
+        evaluate(pixel_runner, all_ignored)

@@ -62,6 +62,21 @@ def test_plain_state_dict_infers_num_classes(model, tmp_path):
         torch.testing.assert_close(loaded(x), model.eval()(x))
 
 
+def test_non_finite_weights_are_refused_naming_the_tensor(model, tmp_path):
+    state = model.state_dict()
+    sixth = list(state)[5]
+    path = tmp_path / "diverged.pth"
+    torch.save({**state, sixth: state[sixth] * float("nan")}, path)  # a plain state dict: no digest to catch it
+    with pytest.raises(InputError, match=rf"diverged.pth has NaN/Inf weights in 1 tensors, e.g. \['{sixth}'\]"):
+        load_checkpoint(path)
+    saved = tmp_path / "saved.pth"  # lrnnet's own format: the digest matches the NaN it was saved with
+    broken = LRNNet(**model.config)
+    broken.load_state_dict({**state, sixth: state[sixth] * float("inf")})
+    save_checkpoint(saved, broken)
+    with pytest.raises(InputError, match=rf"saved.pth has NaN/Inf weights .*'{sixth}'"):
+        load_checkpoint(saved)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="not found"):
         load_checkpoint(tmp_path / "nope.pth")

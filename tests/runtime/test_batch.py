@@ -19,11 +19,13 @@ from runtime_helpers import read_video
 from lrnnet._io import file_sha256
 from lrnnet.cli.infer import main
 from lrnnet.data.synthetic import write_synthetic_video
+from lrnnet.errors import InputError
 from lrnnet.runtime import open_runner
 from lrnnet.runtime.batch import (
     BatchOptions,
     SourceJob,
     is_complete,
+    make_output_dir,
     output_settings,
     plan_jobs,
     read_sources,
@@ -110,6 +112,9 @@ def test_four_outputs_complete_and_in_order_and_the_bad_one_reported(first_run, 
     rc, stdout, stderr, out, report = first_run
     assert rc == 2, stderr  # one source failed: non-zero at the end, after the others finished
     assert "1 of 5 sources failed" in stderr and "broken.mp4" in stdout
+    # A line per finished source in a log too (no terminal here), the failed one with its reason
+    assert sum(line.startswith("done    ") for line in stderr.splitlines()) == 4, stderr
+    assert any(line.startswith("failed  ") and "broken.mp4" in line for line in stderr.splitlines()), stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{n}_seg.mp4" for n in GOOD] + [f"{n}_seg.mp4.json" for n in GOOD])  # nothing for the broken one
 
@@ -231,16 +236,23 @@ def test_rerun_skips_the_four_complete_outputs_without_rewriting_them(first_run,
 
 def test_a_marker_of_another_model_source_or_setting_is_not_complete(first_run, sources, tiny_onnx, tmp_path):
     _, _, _, out, _ = first_run
-    digest, settings = file_sha256(tiny_onnx), output_settings(PipelineOptions())
+    def settings(**changes):
+        return output_settings(BatchOptions(**{"workers": 2, "pin_cpus": True, **changes}), "onnxruntime")
+
+    digest = file_sha256(tiny_onnx)
     job = SourceJob(0, str(sources["north"]), out / "north_seg.mp4")
-    assert is_complete(job, digest, settings) is not None
-    assert is_complete(job, "0" * 64, settings) is None  # a stale output of another model is redone
-    assert is_complete(job, digest, output_settings(PipelineOptions(output_kind="mask"))) is None
-    assert is_complete(job, digest, output_settings(PipelineOptions(max_frames=3))) is None
+    assert is_complete(job, digest, settings()) is not None
+    assert is_complete(job, digest, settings(runner_options={"threads": 1}, workers=1)) is not None  # speed only
+    assert is_complete(job, "0" * 64, settings()) is None  # a stale output of another model is redone
+    assert is_complete(job, digest, settings(pipeline=PipelineOptions(output_kind="mask"))) is None
+    assert is_complete(job, digest, settings(pipeline=PipelineOptions(max_frames=3))) is None
+    assert is_complete(job, digest, settings(device="cuda")) is None
+    assert is_complete(job, digest, settings(runner_options={"size": (16, 32)})) is None  # a checkpoint's --size
+    assert is_complete(job, digest, output_settings(BatchOptions(), "torch")) is None
 
     copy = tmp_path / "north.mp4"  # the same name, another file (its size/mtime differ)
     copy.write_bytes(sources["north"].read_bytes() + b"\0")
-    assert is_complete(SourceJob(0, str(copy), out / "north_seg.mp4"), digest, settings) is None
+    assert is_complete(SourceJob(0, str(copy), out / "north_seg.mp4"), digest, settings()) is None
 
 
 @pytest.mark.slow
@@ -257,6 +269,7 @@ def test_a_changed_output_is_redone_and_labels_folders_resume(local_ray, sources
     (folder / "frame_000003_trainIds.png").unlink()  # damaged after the run: no longer complete
     report = run_batch(good, tiny_onnx, tmp_path, options)
     assert (report["done"], report["skipped"]) == (1, 1)
+    assert report["workers"] == 1  # one source to do: one actor, and the report says so
     assert len(list(folder.iterdir())) == FRAMES
 
 
@@ -266,6 +279,57 @@ def test_list_file_with_comments_and_relative_paths(tmp_path):
     listing.write_text("# dashcam, day 1\nnorth.mp4\n\n  /data/south.mp4  # absolute\n")
     assert read_sources([listing, "east.mp4"]) == [str(tmp_path / "clips" / "north.mp4"), "/data/south.mp4",
                                                   "east.mp4"]
+
+
+def test_list_entries_urls_hashes_and_lists_of_lists(tmp_path):
+    """A URL stays a URL (plan_jobs refuses it as a stream, not as a missing file); `#` inside a name is the name;
+    a list naming a list (itself included) is refused."""
+    listing = _write(tmp_path / "sources.txt", "rtsp://camera/x\nclip#1.mp4\nnorth.mp4 #  the north road\n")
+    assert read_sources([listing]) == ["rtsp://camera/x", str(tmp_path / "clip#1.mp4"), str(tmp_path / "north.mp4")]
+    with pytest.raises(InputError, match="camera or stream"):
+        plan_jobs(read_sources([listing]), tmp_path / "out", "overlay")
+    _write(listing, "north.mp4\nsources.txt\n")
+    with pytest.raises(InputError, match="a list itself"):
+        read_sources([listing])
+
+
+def test_an_output_dir_inside_an_image_folder_source_is_refused(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for out in (frames, frames / "segmented"):
+        with pytest.raises(InputError, match="inside the image folder"):
+            plan_jobs([str(frames), "north.mp4"], out, "labels")
+
+
+def test_an_output_of_another_source_is_refused_not_replaced(first_run, sources, tiny_onnx, tmp_path, capsys):
+    """a/north.mp4 done into a folder, then b/north.mp4 into the same folder: refused before anything runs, and
+    the first output is untouched."""
+    _, _, _, out, _ = first_run
+    before = _mtimes(out)
+    other = _copy(sources["north"], tmp_path / "b" / "north.mp4")
+    rc, _, stderr = _cli(other, sources["south"], "--model", tiny_onnx, "--output-dir", out, capsys=capsys)
+    assert rc == 2 and "is the output of" in stderr.strip().splitlines()[-1], stderr
+    assert _mtimes(out) == before
+
+
+@pytest.mark.parametrize("target", ["a source", "the model", "an output", "a done-marker"])
+def test_a_report_that_would_overwrite_a_file_of_the_job_is_refused(target, sources, tiny_onnx, tmp_path):
+    out = tmp_path / "out"
+    two = [_copy(sources["north"], tmp_path / "north.mp4"), _copy(sources["south"], tmp_path / "south.mp4")]
+    model = _copy(Path(tiny_onnx), tmp_path / "m.onnx")
+    report = {"a source": two[0], "the model": model, "an output": out / "north_seg.mp4",
+              "a done-marker": out / "south_seg.mp4.json"}[target]
+    before = {path: path.read_bytes() for path in [*two, model]}
+    rc, _, stderr = _cli(*two, "--model", model, "--output-dir", out, "--report", report)
+    assert rc == 2 and stderr.strip().splitlines()[-1].startswith("lrnnet-infer: error:"), stderr
+    assert {path: path.read_bytes() for path in before} == before
+    assert not out.exists()
+
+
+def test_an_output_dir_that_cannot_be_made_is_one_line(sources, tiny_onnx, tmp_path):
+    blocker = _write(tmp_path / "file", "not a folder")
+    with pytest.raises(InputError, match="cannot create --output-dir"):
+        make_output_dir(blocker / "out")
 
 
 def test_two_sources_with_one_stem_are_refused(tmp_path):
@@ -498,7 +562,8 @@ def test_a_worker_loads_the_checked_model_without_importing_onnx(tiny_onnx, tmp_
         "from lrnnet.runtime.batch import _SegmentWorker\n"
         "from lrnnet.runtime.video import PipelineOptions\n"
         "model, sha, info = pickle.loads(sys.stdin.buffer.read())\n"
-        "worker = _SegmentWorker(model, sha, 'onnxruntime', 'cpu', {'threads': 1, 'info': info}, 1, PipelineOptions(), None)\n"
+        "worker = _SegmentWorker(model, sha, 'onnxruntime', 'cpu', {'threads': 1, 'info': info}, 1, PipelineOptions(), {},\n"
+        "                        None)\n"
         "assert worker._load_error is None, worker._load_error\n"
         "print('onnx imported' if 'onnx' in sys.modules else 'onnx not imported')\n")
     import pickle
@@ -516,7 +581,7 @@ def test_a_worker_refuses_a_model_changed_after_the_check(tiny_onnx, tmp_path):
     from lrnnet.runtime.batch import _SegmentWorker
 
     worker = _SegmentWorker(str(tiny_onnx), "0" * 64, "onnxruntime", "cpu",
-                            {"threads": 1, "info": read_model_info(tiny_onnx)}, 1, PipelineOptions(), None)
+                            {"threads": 1, "info": read_model_info(tiny_onnx)}, 1, PipelineOptions(), {}, None)
     out = tmp_path / "a_seg.mp4"
     result = json.loads(worker({"index": np.array([0]), "source": np.array(["a.mp4"]), "path": np.array(["a.mp4"]),
                                 "output": np.array([str(out)])})["result"][0])
@@ -526,13 +591,15 @@ def test_a_worker_refuses_a_model_changed_after_the_check(tiny_onnx, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's Ray processes through /proc (Linux)")
-@pytest.mark.parametrize(("signame", "status", "line"), [("SIGTERM", 143, "terminated by SIGTERM"),
-                                                         ("SIGINT", 130, "interrupted")])
-def test_a_stopped_job_unwinds_with_one_line_and_leaves_nothing(signame, status, line, long_videos, tiny_onnx,
+@pytest.mark.parametrize(("signame", "status", "line", "when"), [
+    ("SIGTERM", 143, "terminated by SIGTERM", "writing"), ("SIGINT", 130, "interrupted", "writing"),
+    ("SIGTERM", 143, "terminated by SIGTERM", "starting Ray"), ("SIGINT", 130, "interrupted", "starting Ray")])
+def test_a_stopped_job_unwinds_with_one_line_and_leaves_nothing(signame, status, line, when, long_videos, tiny_onnx,
                                                                tmp_path):
-    """SIGTERM or Ctrl-C while the workers write: one line and the signal's exit status (Ray's own SIGTERM
-    handler, a stack dump and exit 15, does not take over), no temporary left, the folder gone when nothing
-    was committed in it, and no process of the job's Ray left running (nor a new Ray started after it)."""
+    """SIGTERM or Ctrl-C while the workers write, or while ray.init starts Ray: one line and the signal's exit
+    status (Ray's own SIGTERM handler, a stack dump and exit 15, does not take over), no temporary left, the
+    folder gone when nothing was committed in it, and no process of the job's Ray left running (nor a new Ray
+    started after it)."""
     import signal
 
     from lrnnet._io import TEMP_MARK
@@ -545,8 +612,13 @@ def test_a_stopped_job_unwinds_with_one_line_and_leaves_nothing(signame, status,
                            start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and job.poll() is None and not (
-                out.is_dir() and any(TEMP_MARK in p.name for p in out.iterdir())):
+
+        def reached() -> bool:
+            if when == "starting Ray":
+                return ray_temp.exists()
+            return out.is_dir() and any(TEMP_MARK in p.name for p in out.iterdir())
+
+        while time.monotonic() < deadline and job.poll() is None and not reached():
             time.sleep(0.02)
         assert job.poll() is None, "the job ended before a worker wrote"
         job.send_signal(getattr(signal, signame))

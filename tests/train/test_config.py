@@ -39,6 +39,16 @@ def test_defaults_synthetic_write_into_the_out_folder(tmp_path):
     ({"synthetic": True, "amp": True, "device": "cpu"}, "--amp"),
     ({"synthetic": True, "device": "tpu"}, "--device must be cpu or cuda"),
     ({"synthetic": True, "resume": "nope.pth"}, "no such checkpoint"),
+    ({"synthetic": True, "seed": -1}, "--seed must be an integer from 0 to 4294967295"),
+    ({"synthetic": True, "seed": 2**32}, "--seed must be an integer from 0"),
+    ({"synthetic": True, "weight_decay": 1e30}, "--weight-decay must be >= 0 and below 1"),
+    ({"synthetic": True, "weight_decay": -1e-4}, "--weight-decay must be >= 0"),
+    # 1x1-pixel images, crops of padding only: nothing to learn
+    ({"synthetic": True, "size": (64, 128), "scale_range": (1e-9, 1e-9)}, "shrink to 1x1, less than the model's stride"),
+    ({"synthetic": True, "size": (64, 128), "scale_range": (0.1, 1.0)}, "shrink to 6x13"),
+    # beyond the one image bound of every command: OpenCV would try to allocate 24 GB
+    ({"synthetic": True, "size": (64, 128), "scale_range": (1000, 1000)}, "grow to 64000x128000, over the bound of 8192"),
+    ({"synthetic": True, "size": (4096, 8192), "scale_range": (0.5, 1.5)}, "over the bound of 8192 a side"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(kwargs, message, tmp_path):
     if kwargs.get("data") == "MISSING":
@@ -59,3 +69,9 @@ def test_to_dict_is_json_ready(tmp_path):
     config = TrainConfig(synthetic=True, out=tmp_path, device="cpu").resolved()
     assert json.loads(json.dumps(config.to_dict()))["size"] == list(SYNTHETIC_SIZE)
     assert Path(config.to_dict()["out"]) == tmp_path
+
+
+def test_the_scale_bounds_are_inclusive(tmp_path):
+    """At the stride and at the image bound exactly, the scales are accepted."""
+    TrainConfig(synthetic=True, out=tmp_path, size=(64, 128), scale_range=(0.125, 64.0), device="cpu").resolved()
+    TrainConfig(synthetic=True, out=tmp_path, seed=2**32 - 1, weight_decay=0.5, device="cpu").resolved()

@@ -102,3 +102,17 @@ def test_prepare_synthetic_reuses_its_own_tree_and_refuses_others(tmp_path):
     (tmp_path / "data" / "mine.txt").write_text("not yours")
     with pytest.raises(InputError, match="not empty"):
         prepare_synthetic(tmp_path / "data", (32, 64), {"train": 2, "val": 1}, seed=0)
+
+
+def test_labels_of_another_size_than_their_image_are_refused(tmp_path):
+    """As lrnnet-eval refuses them: stretched to the image they would teach the wrong pixels."""
+    import cv2
+
+    root = prepare_synthetic(tmp_path / "tree", (32, 64), {"train": 2, "val": 1}, seed=0)
+    label = next((root / "gtFine" / "train").rglob("*_labelIds.png"))
+    cv2.imwrite(str(label), cv2.resize(cv2.imread(str(label), cv2.IMREAD_UNCHANGED), (16, 8),
+                                       interpolation=cv2.INTER_NEAREST))
+    dataset = CityscapesDataset(root, "train")
+    index = next(i for i, sample in enumerate(dataset.samples) if sample.label_path == label)
+    with pytest.raises(InputError, match="is 16x8 but its image .* is 64x32; the ground truth must match its image"):
+        TrainingSet(dataset, (32, 64), (32, 64))[(0, index)]

@@ -27,13 +27,15 @@ def _one_error_line(err: str, message: str) -> None:
     (["--synthetic", "--crop", "100x200"], "multiples of the model's stride 8"),
     (["--synthetic", "--resume", "{tmp}/none.pth"], "no such checkpoint"),
     (["--synthetic", "--amp", "--device", "cpu"], "--amp"),
+    (["--synthetic", "--seed", "-1"], "--seed must be an integer from 0 to 4294967295"),
+    (["--synthetic", "--scale-range", "1000", "1000"], "over the bound of 8192 a side"),
 ])
 def test_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     status, _, err = _run([*argv, "--out", str(tmp_path / "out")], capsys)
     assert status == 2
     _one_error_line(err, message)
-    assert not (tmp_path / "out" / "last.pth").exists()
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -70,3 +72,16 @@ def test_a_tiny_synthetic_run_end_to_end(tmp_path, capsys):
     status, _, err = _run(argv, capsys)
     assert status == 2
     _one_error_line(err, "already holds a training run")
+
+
+def test_a_diverged_run_is_one_line_status_2_and_leaves_nothing(tmp_path, capsys):
+    from lrnnet.train.data import prepare_synthetic
+
+    root = prepare_synthetic(tmp_path / "tree", (32, 64), {"train": 2, "val": 1}, seed=0)
+    status, _, err = _run(["--data", str(root), "--size", "32x64", "--batch", "2", "--iters", "2", "--lr", "1e30",
+                           "--val-every", "10", "--out", str(tmp_path / "out"), "--device", "cpu", "--threads", "1"],
+                          capsys)  # no validation, so no checkpoint before it diverges
+    assert status == 2
+    errors = [line for line in err.splitlines() if line.startswith("lrnnet-train: error:")]  # after the run's log
+    assert errors == err.strip().splitlines()[-1:] and "the run diverged; lower --lr" in errors[0], err
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 
 from lrnnet.errors import InputError
 from lrnnet.models import load_checkpoint
-from lrnnet.train import BEST, LAST, TrainConfig, train
+from lrnnet.train import BEST, LAST, TrainConfig, train, trainer
 from lrnnet.train.data import prepare_synthetic
 
 sys.path.insert(0, str(Path(__file__).parent))  # the helpers live beside this file
@@ -64,6 +65,21 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     assert [row["val_miou"] for row in resumed.history] == [row["val_miou"] for row in straight.history]
     a, b = (torch.load(r.last, weights_only=True)["model"] for r in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # Ctrl-C during step 3 (the signal arrives while it runs): the step completes, the run is saved, and
+    # KeyboardInterrupt goes on as before; the checkpoint resumes as exactly as one stopped by on_step.
+    def interrupt_at_3(step, loss):
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny(root, tmp_path / "interrupted"), on_step=interrupt_at_3)
+    assert torch.load(tmp_path / "interrupted" / LAST, weights_only=True)["step"] == 3
+    assert {"config.json", "log.csv", "steps.csv", "summary.json"} <= {p.name for p in (tmp_path / "interrupted").iterdir()}
+    after_signal = train(_tiny(root, tmp_path / "interrupted", resume=tmp_path / "interrupted" / LAST))
+    assert after_signal.step_losses == straight.step_losses
+    c = torch.load(after_signal.last, weights_only=True)["model"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
 
     # The straight run's files: what the issue promises, readable by the other stages.
     out = straight.out
@@ -119,3 +135,95 @@ def test_a_split_smaller_than_a_batch_is_refused(tmp_path):
     root = prepare_synthetic(tmp_path / "tiny", (32, 64), {"train": 1, "val": 1}, seed=0)
     with pytest.raises(InputError, match="fewer than --batch 2"):
         train(_tiny(root, tmp_path / "a"))
+
+
+def test_sigterm_saves_the_run_then_reaches_the_commands_handler(tmp_path):
+    """The CLI turns SIGTERM into Terminated (exit 143): it still gets it, after the checkpoint."""
+    from lrnnet.cli._common import Terminated, _signals_unwind
+
+    root = prepare_synthetic(tmp_path / "tiny", (32, 64), {"train": 4, "val": 1}, seed=0)
+    with _signals_unwind(), pytest.raises(Terminated):
+        train(_tiny(root, tmp_path / "run"), on_step=lambda step, loss: step == 1 and signal.raise_signal(signal.SIGTERM))
+    assert torch.load(tmp_path / "run" / LAST, weights_only=True)["step"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handlers are gone
+
+
+def test_a_checkpoint_is_due_within_an_epoch_too(tmp_path, monkeypatch):
+    """An epoch of real data is long: the time-based checkpoint comes after any step, not only at epoch ends."""
+    root = prepare_synthetic(tmp_path / "tiny", (32, 64), {"train": 4, "val": 1}, seed=0)
+    monkeypatch.setattr(trainer, "CHECKPOINT_EVERY_S", 0.0)
+
+    def crash_at_4(step, loss):
+        if step == 4:
+            raise RuntimeError("the machine went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        train(_tiny(root, tmp_path / "run", val_every=10), on_step=crash_at_4)
+    assert torch.load(tmp_path / "run" / LAST, weights_only=True)["step"] == 3  # mid-epoch 2 (2 steps an epoch)
+
+
+def test_a_diverged_run_is_bad_input_and_leaves_nothing_before_its_first_checkpoint(tmp_path):
+    root = prepare_synthetic(tmp_path / "tiny", (32, 64), {"train": 4, "val": 1}, seed=0)
+    with pytest.raises(InputError, match=r"loss became nan at step \d with --lr 1e\+30: the run diverged; lower --lr "
+                                         r"\(nothing was written to"):
+        train(_tiny(root, tmp_path / "run", lr=1e30))
+    assert not (tmp_path / "run").exists()
+
+
+def _checkpoint(tmp_path) -> Path:
+    """A real training checkpoint (2 steps, stopped after the first epoch's validation)."""
+    root = prepare_synthetic(tmp_path / "tiny", (32, 64), {"train": 4, "val": 1}, seed=0)
+    train(_tiny(root, tmp_path / "run"), on_step=lambda step, loss: step == 2)
+    return root
+
+
+def _damaged(payload, part):
+    if part == "step":
+        payload["step"] = -5
+    elif part == "rng":
+        payload["rng"] = {"torch": torch.zeros(3)}
+    elif part == "optimizer groups":
+        payload["optimizer"] = {"state": {}, "param_groups": []}
+    elif part == "optimizer shapes":
+        state = payload["optimizer"]["state"]
+        first = next(iter(state))
+        state[first]["exp_avg"] = torch.zeros(2, 2)
+    elif part == "best_epoch":
+        payload["best_epoch"] = "two"
+    return payload
+
+
+@pytest.mark.parametrize("part,message", [
+    ("step", r"step -5 is not an integer >= 0"),
+    ("rng", r"rng\['torch'\] is not a torch RNG state"),
+    ("optimizer groups", r"optimizer: "),
+    ("optimizer shapes", r"optimizer state of shape other than its parameter's"),
+    ("best_epoch", r"best_epoch 'two'"),
+])
+def test_resume_refuses_a_damaged_training_state_in_one_line(part, message, tmp_path):
+    root = _checkpoint(tmp_path)
+    payload = _damaged(torch.load(tmp_path / "run" / LAST, weights_only=True), part)
+    damaged = tmp_path / "damaged.pth"
+    torch.save(payload, damaged)
+    with pytest.raises(InputError, match=r"--resume .*damaged.pth: its training state is damaged \(" + message):
+        train(_tiny(root, tmp_path / "again", resume=damaged))
+    assert not (tmp_path / "again").exists()
+
+
+def test_resuming_into_another_folder_carries_the_best_and_where_its_weights_are(tmp_path):
+    root = _checkpoint(tmp_path)  # run/: epoch 1 validated, its best.pth
+    first = torch.load(tmp_path / "run" / BEST, weights_only=True)
+    stop_at_3 = lambda step, loss: step == 3  # before the next validation
+    moved = train(_tiny(root, tmp_path / "moved", resume=tmp_path / "run" / LAST), on_step=stop_at_3)
+    assert (moved.best_epoch, moved.best_miou) == (1, first["best_miou"])
+    assert moved.best == tmp_path / "run" / BEST and not (tmp_path / "moved" / BEST).exists()
+    assert json.loads((tmp_path / "moved" / "summary.json").read_text())["checkpoints"]["best"] == str(moved.best)
+    # moved/last.pth says where the best is: a resume from it, into a third folder, finds it again.
+    again = train(_tiny(root, tmp_path / "third", resume=tmp_path / "moved" / LAST), on_step=lambda s, l: s == 4)
+    assert again.best_epoch is not None and again.best is not None
+    assert again.best in {tmp_path / "run" / BEST, tmp_path / "third" / BEST}  # epoch 2 may have improved
+    # The weights gone: the metric carries on, no file is claimed.
+    (tmp_path / "run" / BEST).unlink()
+    orphan = train(_tiny(root, tmp_path / "orphan", resume=tmp_path / "moved" / LAST, val_every=10),
+                   on_step=lambda step, loss: step == 4)  # epoch 2 ends, not validated
+    assert orphan.best_epoch == 1 and orphan.best is None
