@@ -83,6 +83,7 @@ _PROBE_TIMEOUT_S = 8.0  # asking that address for Ray's GCS
 _INIT_TIMEOUT_S = 30.0  # then joining the cluster
 _TEMPS_WAIT_S = 5.0  # after the job, for stopped workers to end before their temporaries are removed
 _ACTORS_START_TIMEOUT_S = 120  # every worker's start (Ray Data's wait_for_min_actors_s), when the CPUs are there
+_RELEASE_WAIT_S = 3.0  # for the CPUs of actors Ray is still stopping (a busy cluster costs this once per job)
 _POLL_S = 0.25  # how often the driver reads the frame counter
 _FLUSH_S = 0.25  # how often an actor sends its frame count
 
@@ -983,8 +984,7 @@ def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: st
     # When the cluster has the CPUs (and GPUs) free for every worker, sources are handed out once all have
     # started: else the first one up takes two, the longest, while the others still start. A cluster that must
     # grow first (autoscaling) or is busy with other jobs starts on the workers it can hold.
-    free = ray.available_resources()
-    fits = actors * threads <= free.get("CPU", 0) and actors * gpus <= free.get("GPU", 0)
+    fits = _free_for(ray, actors * threads, actors * gpus)
     ray.data.DataContext.get_current().wait_for_min_actors_s = _ACTORS_START_TIMEOUT_S if fits else -1
     # One block per row, so that rows go to whichever actor is free (a block is the unit handed out).
     return ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
@@ -1000,6 +1000,20 @@ def _dataset(ray: Any, rows: list[dict[str, Any]], model: Path, model_sha256: st
         # Ray does not retry a source that crashes its actor (_execute tries the lost ones once more, alone);
         # it still restarts the actor.
         max_task_retries=0)
+
+
+def _free_for(ray: Any, cpus: int, gpus: int) -> bool:
+    """Whether the cluster has `cpus` and `gpus` free, waiting up to _RELEASE_WAIT_S for the actors of a job that
+    just ended (this process's earlier one, or the first try's) to give theirs back: Ray frees them after it
+    returns."""
+    deadline = time.monotonic() + _RELEASE_WAIT_S
+    while True:
+        free = ray.available_resources()
+        if cpus <= free.get("CPU", 0) and gpus <= free.get("GPU", 0):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _listed_frames(job: SourceJob, pipeline: PipelineOptions) -> int | None:
