@@ -50,9 +50,8 @@ def check_int8_against_fp32(source: SourceModel, fp32: Path, int8: onnx.ModelPro
 
     frames = _frames(source, calibration)
     info = source.info
-    zero_width = _zero_width_tensors(onnx.load(str(fp32), load_external_data=False), ranges or {},
-                                     set(float_nodes))
     reference = onnx.load(str(fp32))
+    zero_width = _zero_width_tensors(reference, ranges or {}, set(float_nodes))
     reference.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in zero_width)
     options = ort.SessionOptions()
     options.log_severity_level = 3

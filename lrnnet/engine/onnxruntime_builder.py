@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from lrnnet._io import free_bytes, write_bytes_atomic
+from lrnnet._io import free_bytes, scratch_folder, write_bytes_atomic
 from lrnnet.calib.recipes import ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import ModelInfo
@@ -88,13 +87,13 @@ def optimize_for_onnxruntime(model: onnx.ModelProto, output: str | Path) -> None
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVEL)
     disabled = list(ONNXRUNTIME_CPU_INT8_DISABLED_OPTIMIZERS) if info.precision == "int8" else []
-    with tempfile.TemporaryDirectory(prefix="lrnnet-ort-") as scratch:
-        saved = Path(scratch) / "optimized.onnx"
+    with scratch_folder("lrnnet-ort") as scratch:  # a killed build's copy is removed by the next one
+        saved = scratch / "optimized.onnx"
         options.optimized_model_filepath = str(saved)
         try:
             _session(model, options, disabled_optimizers=disabled)
         except Exception as exc:
-            _raise_if_disk_full(Path(scratch), model.ByteSize(), exc)
+            _raise_if_disk_full(scratch, model.ByteSize(), exc)
             raise GraphRejected(f"ONNX Runtime cannot optimise the {info.precision} graph: {_first_words(exc)}") \
                 from exc
         optimized = onnx.load(str(saved))

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import lrnnet
-from lrnnet._io import check_writable, clean_stale_temps_in, file_sha256, refuse_overwrite
+from lrnnet._io import check_input, check_writable, clean_stale_temps_in, file_sha256, refuse_overwrite
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import count_text
 from lrnnet.errors import InputError, Terminated, add_note
@@ -765,8 +765,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     refuse_overwrite(job_files, also_writes)
     for path in also_writes:
         check_writable(path)
-    if not model.is_file():
-        raise InputError(f"model {model} does not exist" if not model.exists() else f"model {model} is not a file")
+    check_input(model, "model file")  # what open_runner says of a missing or wrong-kind model
     backend = resolve_backend(model, options.backend)  # an unknown model type or backend fails here, not per source
     model_sha256 = file_sha256(model)
     # An ONNX model's metadata is read and its weights digest checked here, once, so that a corrupt model is bad
