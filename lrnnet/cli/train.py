@@ -96,18 +96,26 @@ def _body(args: argparse.Namespace) -> int:
 
     refuse_overwrite(inputs=[args.data, args.resume], outputs=[args.out])
     check_writable(args.out, directory=True, make_parents=True)  # before any data is written or read
+    from lrnnet.export.onnx import default_export_size
+
     result = train(config_from_args(args))
-    size = result.input_size
-    best = "n/a" if result.best_epoch is None else f"{100 * result.best_miou:.1f}% at epoch {result.best_epoch}"
-    last = "n/a" if math.isnan(result.final_miou) else f"{100 * result.final_miou:.1f}%"
-    print(f"trained {result.steps} of {result.total_steps} steps in {result.seconds:.0f} s: best val mIoU {best}, "
-          f"last {last} (lrnnet.eval at {size[0]}x{size[1]})")
+    checkpoint = result.best or result.last
+    # After a resume with another --size the best checkpoint may come from the earlier run: each size
+    # is read from the checkpoint it describes (what lrnnet-export will default to), not from this run.
+    best_size = _shown(default_export_size(checkpoint))
+    best = "n/a" if result.best_epoch is None else \
+        f"{100 * result.best_miou:.1f}% at epoch {result.best_epoch} ({best_size})"
+    last = "n/a" if math.isnan(result.final_miou) else f"{100 * result.final_miou:.1f}% ({_shown(result.input_size)})"
+    print(f"trained {result.steps} of {result.total_steps} steps in {result.seconds:.0f} s: best val mIoU (lrnnet.eval) "
+          f"{best}, last {last}")
     print(f"checkpoints: {result.best or '-'} {result.last}; log: {result.out / 'log.csv'}; "
           f"curves: {result.out / 'curves.png'}")
-    checkpoint = result.best or result.last
-    # The checkpoint records its sizes: lrnnet-export exports at the validation size by default.
-    print(f"next: lrnnet-export {checkpoint}      # -> lrnnet.onnx at {size[0]}x{size[1]}, the size it was validated at")
+    print(f"next: lrnnet-export {checkpoint}      # -> lrnnet.onnx at {best_size}, the size it was validated at")
     return 0
+
+
+def _shown(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

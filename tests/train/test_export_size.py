@@ -49,3 +49,19 @@ def test_a_checkpoint_without_sizes_exports_at_512x1024(tmp_path):
     path = tmp_path / "bare.pth"
     save_checkpoint(path, build_model({"num_classes": 19}))
     assert checkpoint_sizes(path) == {} and default_export_size(path) == (512, 1024)
+
+
+def test_after_a_resume_at_another_size_the_summary_gives_each_checkpoints_own_size(small_run, tmp_path, capsys):
+    from lrnnet.export.onnx import default_export_size
+
+    capsys.readouterr()
+    status = train.main(["--synthetic", "--synthetic-images", "4", "--size", "64x128", "--crop", "32x64",
+                         "--batch", "2", "--iters", "3", "--resume", str(small_run.parent / "last.pth"),
+                         "--out", str(tmp_path / "resumed"), "--device", "cpu", "--threads", "1", "--no-progress"])
+    assert status == 0
+    out = capsys.readouterr().out
+    next_line = next(line for line in out.splitlines() if line.startswith("next: lrnnet-export "))
+    checkpoint = next_line.split()[2]
+    height, width = default_export_size(checkpoint)
+    assert f"lrnnet.onnx at {height}x{width}," in next_line, out
+    assert f"({height}x{width}), last" in out and "(64x128)" in out, out
