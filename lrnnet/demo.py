@@ -229,6 +229,7 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
                                                    "--warmup", "1", "--iters", str(options.paper_bench_iters),
                                                    "--json", str(paper_speed)])
 
+    print("\n== Preview: frame | prediction (INT8 engine) | ground truth", flush=True)
     preview = write_preview(engines["int8"], data, work / "preview.png")
     artifacts = {
         "training run (checkpoints, log.csv, curves.png)": run,

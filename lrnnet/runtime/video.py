@@ -326,7 +326,8 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
     try:
         target = resolve_output(opened, output, options.output_kind)
         fps = options.fps or opened.fps
-        logger.info("Segmenting %s (%dx%d) with %s -> %s", opened.description, *opened.size, runner, target)
+        # The runner was named when it was opened (open_runner's "Runner:" line)
+        logger.info("Segmenting %s (%dx%d) -> %s", opened.description, *opened.size, target)
         pipeline: _Pipeline | None = None
 
         def written() -> int:  # read when the output is checked, after the run
