@@ -102,9 +102,11 @@ def _read_torch_file(path: Path, map_location: Any) -> Any:
                 f"{path} holds objects other than tensors and plain containers; refusing to unpickle them "
                 f"(only weights are loaded, with torch.load(weights_only=True))"
             ) from exc
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if isinstance(exc, pickle.UnpicklingError):  # torch's text is about weights_only, not this file
-            first_line = type(exc).__name__
+            first_line = ""
+        # Junk bytes give bare texts such as KeyError's "105": the type says what the number is.
+        first_line = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
         raise InputError(
             f"cannot read {path} as a PyTorch checkpoint (corrupt, truncated, or not a torch.save file): "
             f"{first_line}"
