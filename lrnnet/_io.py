@@ -53,6 +53,7 @@ from typing import Any
 from lrnnet.errors import InputError
 
 __all__ = [
+    "OUTPUT_MARKER",
     "TEMP_MARK",
     "OutputSet",
     "atomic_output",
@@ -65,6 +66,7 @@ __all__ = [
     "is_temp_name",
     "keep_outputs",
     "preflight",
+    "refuse_foreign_folder",
     "refuse_overwrite",
     "scratch_folder",
     "verify_for",
@@ -77,6 +79,9 @@ __all__ = [
 ]
 
 TEMP_MARK = ".lrnnet-tmp-"
+# Every folder lrnnet commits as a whole (atomic_output(directory=True)) holds this file: an existing
+# non-empty folder without it is someone else's, and lrnnet never replaces it.
+OUTPUT_MARKER = ".lrnnet-output"
 Verifier = Callable[[Path], None]
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv"}
@@ -195,7 +200,7 @@ def remove_output(path: str | os.PathLike[str]) -> None:
 
 
 def check_writable(path: str | os.PathLike[str] | None, directory: bool = False, what: str = "output",
-                   make_parents: bool = False) -> None:
+                   make_parents: bool = False, writes_into: bool = False) -> None:
     """Refuse, before any work starts, an output that cannot be written: InputError (exit 2).
 
     A file output must not be a folder (and a folder output not a file); its parent folder must
@@ -204,6 +209,9 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
     caused by its disk later on (ENOSPC inside ONNX or protobuf code) is reported as such.
     `make_parents`: missing parent folders will be created (a run folder such as runs/lrnnet): the
     nearest existing one must then take new files.
+    A folder output (`directory`) is replaced as a whole when it is committed, so an existing non-empty
+    folder lrnnet did not write (no OUTPUT_MARKER) is refused; `writes_into`: a folder the command writes
+    files into and never replaces (a training run folder), which may hold anything.
     """
     if path is None:
         return
@@ -216,6 +224,8 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
         raise InputError(f"{what} {path} exists and is not a folder")
     if path.exists() and not path.is_dir() and not path.is_file():  # a device, a FIFO, a socket
         raise InputError(f"{what} {path} is not a regular file; give a file name")
+    if directory and not writes_into:
+        refuse_foreign_folder(path, what)
     parent = path.parent
     if make_parents:
         while not parent.exists() and parent != parent.parent:
@@ -256,6 +266,21 @@ def check_input(path: str | os.PathLike[str], what: str, folder: bool = False) -
     return path
 
 
+def refuse_foreign_folder(path: str | os.PathLike[str], what: str = "output") -> None:
+    """InputError if `path` is an existing non-empty folder that lrnnet did not write (no OUTPUT_MARKER):
+    committing a folder output replaces the old folder as a whole, and that must only ever be our own."""
+    path = Path(path)
+    if not path.is_dir() or (path / OUTPUT_MARKER).is_file():
+        return
+    try:
+        empty = next(path.iterdir(), None) is None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} folder {path}: {describe_os_error(exc)}") from exc
+    if not empty:
+        raise InputError(f"{what} folder {path} exists and holds files lrnnet did not write; give a new or empty "
+                         "folder, or remove it")
+
+
 def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),
               outputs: Iterable[str | os.PathLike[str] | None] = (),
               folders: Iterable[str | os.PathLike[str] | None] = ()) -> None:
@@ -264,7 +289,7 @@ def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),
     `outputs` are files, `folders` are folder outputs (a labels folder, a predictions folder).
     """
     ins, outs, dirs = list(inputs), list(outputs), list(folders)
-    refuse_overwrite(ins, [*outs, *dirs])
+    refuse_overwrite(ins, outs, folders=dirs)
     for path in outs:
         check_writable(path)
     for path in dirs:
@@ -272,18 +297,32 @@ def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),
 
 
 def refuse_overwrite(inputs: Iterable[str | os.PathLike[str] | None],
-                     outputs: Iterable[str | os.PathLike[str] | None]) -> None:
-    """InputError if an output is one of the inputs (symlinks resolved, hard links too), or two outputs are one."""
+                     outputs: Iterable[str | os.PathLike[str] | None],
+                     folders: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """InputError if an output is one of the inputs (symlinks resolved, hard links too), or two outputs are one.
+
+    `folders` are outputs replaced as a whole when committed (atomic_output(directory=True)): an input
+    anywhere inside one (a video in it, an image folder below it) is refused too, as it would be deleted.
+    """
     ins = [Path(p) for p in inputs if p is not None]
-    outs = [Path(p) for p in outputs if p is not None]
+    dirs = [Path(p) for p in folders if p is not None]
+    outs = [Path(p) for p in outputs if p is not None] + dirs
     for i, out in enumerate(outs):
         for source in ins:
             if _same_file(out, source):
                 raise InputError(f"output {out} is the input {source}; refusing to overwrite an input "
                                  "(give another output name)")
+            if out in dirs and _inside(source, out):
+                raise InputError(f"output folder {out} holds the input {source}; writing it would replace the folder "
+                                 "and delete the input (give another output folder)")
         for other in outs[i + 1:]:
             if _same_file(out, other):
                 raise InputError(f"outputs {out} and {other} are the same file; give different names")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """`path` lies somewhere below `folder`, symlinks resolved."""
+    return Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -392,7 +431,7 @@ def verify_zip(path: Path) -> None:
 
 def verify_folder(path: Path, files: int | Callable[[], int] | None = None) -> None:
     """Every file in the folder passes its own verifier; optionally exactly `files` of them."""
-    entries = [p for p in path.iterdir() if p.is_file()]
+    entries = [p for p in path.iterdir() if p.is_file() and p.name != OUTPUT_MARKER]
     expected = files() if callable(files) else files
     if expected is not None and len(entries) != expected:
         raise OutputCheckFailed(f"folder holds {len(entries)} files, {expected} were written")
@@ -619,6 +658,8 @@ def _rename_into_place(tmp: Path, target: Path, directory: bool) -> _Committed:
     scope = _current_scope()
     if scope is not None and not scope.rollback:
         scope = None  # final at once
+    if directory:
+        refuse_foreign_folder(target)  # again: the folder may have been filled while the output was written
     backup = None
     if scope is not None and (target.exists() or target.is_symlink()):
         backup = temp_path_for(target)
@@ -649,6 +690,34 @@ def _rename_into_place(tmp: Path, target: Path, directory: bool) -> _Committed:
     return item
 
 
+def _start_output(target: Path, directory: bool) -> Path:
+    """Refuse a target that cannot take this output, make its parents, and create its temporary (a folder
+    with `directory`) beside it."""
+    if target.is_dir() and not directory:
+        raise InputError(f"output {target} is a directory; give a file name")
+    if directory and target.exists() and not target.is_dir():
+        raise InputError(f"output {target} exists and is not a folder")
+    if directory:
+        refuse_foreign_folder(target)
+    _make_parents(target)
+    clean_stale_temps(target)
+    tmp = temp_path_for(target)
+    if directory:
+        tmp.mkdir()
+    return tmp
+
+
+def _finish_output(tmp: Path, target: Path, verify: Verifier | None, directory: bool) -> None:
+    """Mark a folder as lrnnet's, then give the temporary its mode, verify and fsync it."""
+    if not tmp.exists():
+        raise OutputCheckFailed(f"nothing was written to {target}")
+    if directory:
+        (tmp / OUTPUT_MARKER).write_text("written by lrnnet: the next run that writes this folder replaces it "
+                                         "as a whole\n", encoding="utf-8")
+    _give_default_mode(tmp, directory)
+    _check(tmp, target, verify)
+
+
 @contextlib.contextmanager
 def atomic_output(target: str | os.PathLike[str], verify: Verifier | None = None,
                   directory: bool = False) -> Iterator[Path]:
@@ -660,24 +729,13 @@ def atomic_output(target: str | os.PathLike[str], verify: Verifier | None = None
     `check_writable`).
     """
     target = Path(target)
-    if target.is_dir() and not directory:
-        raise InputError(f"output {target} is a directory; give a file name")
-    if directory and target.exists() and not target.is_dir():
-        raise InputError(f"output {target} exists and is not a folder")
-    _make_parents(target)
-    clean_stale_temps(target)
     scope = _current_scope()
     if scope is not None:
         scope.watched.append(target)
-    tmp = temp_path_for(target)
-    if directory:
-        tmp.mkdir()
+    tmp = _start_output(target, directory)
     try:
         yield tmp
-        if not tmp.exists():
-            raise OutputCheckFailed(f"nothing was written to {target}")
-        _give_default_mode(tmp, directory)
-        _check(tmp, target, verify)
+        _finish_output(tmp, target, verify, directory)
         _rename_into_place(tmp, target, directory)
     finally:
         if tmp.exists() or tmp.is_symlink():
@@ -699,15 +757,7 @@ class OutputSet:
 
     def add(self, target: str | os.PathLike[str], verify: Verifier | None = None, directory: bool = False) -> Path:
         target = Path(target)
-        if target.is_dir() and not directory:
-            raise InputError(f"output {target} is a directory; give a file name")
-        if directory and target.exists() and not target.is_dir():
-            raise InputError(f"output {target} exists and is not a folder")
-        _make_parents(target)
-        clean_stale_temps(target)
-        tmp = temp_path_for(target)
-        if directory:
-            tmp.mkdir()
+        tmp = _start_output(target, directory)
         self._pending.append((tmp, target, verify, directory))
         return tmp
 
@@ -725,10 +775,7 @@ class OutputSet:
 
     def _commit(self) -> None:
         for tmp, target, verify, directory in self._pending:
-            if not tmp.exists():
-                raise OutputCheckFailed(f"nothing was written to {target}")
-            _give_default_mode(tmp, directory)
-            _check(tmp, target, verify)
+            _finish_output(tmp, target, verify, directory)
         with command_outputs():  # the renames themselves: all or none
             for tmp, target, _, directory in self._pending:
                 _rename_into_place(tmp, target, directory)

@@ -12,6 +12,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 
 from lrnnet.errors import InputError, Terminated
@@ -285,3 +286,12 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
     return value
+
+
+def json_output(text: str) -> Path:
+    """A JSON output file (argparse type of every command's --json/--report): its name must end in .json, so
+    that a slip such as `--report clip.mp4` cannot overwrite a video, a list or a model with a report."""
+    path = Path(text)
+    if path.suffix.lower() != ".json":
+        raise argparse.ArgumentTypeError(f"a JSON output must end in .json, got '{text}'")
+    return path

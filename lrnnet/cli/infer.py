@@ -9,6 +9,7 @@ from pathlib import Path
 from lrnnet.cli._common import (
     EXIT_BAD_INPUT,
     Parser,
+    json_output,
     make_parser,
     non_negative_int,
     positive_float,
@@ -60,7 +61,7 @@ def build_parser() -> Parser:
                         help="overlay: colours over the frame; mask: colours only; labels: one lossless "
                              "trainId PNG per frame")
     parser.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity of the class colours")
-    parser.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
+    parser.add_argument("--report", type=json_output, default=None, help="write the report as JSON here")
     parser.add_argument("--target-fps", type=positive_float, default=PAPER_FPS,
                         help="real-time target (the LRNNet paper: 71 FPS on a GTX 1080Ti)")
     parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")

@@ -357,8 +357,9 @@ def resolve_output(source: FrameSource, output: str | Path | None, kind: str) ->
     """
     target = Path(output) if output is not None else default_output(source, kind)
     source_path = getattr(source, "path", None) or getattr(source, "folder", None)
-    refuse_overwrite(inputs=[source_path], outputs=[target])
-    check_writable(target, directory=kind == "labels")
+    folder = kind == "labels"  # a folder of PNGs, replaced as a whole when committed
+    refuse_overwrite(inputs=[source_path], outputs=[] if folder else [target], folders=[target] if folder else [])
+    check_writable(target, directory=folder)
     if kind != "labels" and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"output {target}: unknown video type '{target.suffix or '(none)'}'; use "
                          f"{', '.join(VIDEO_SUFFIXES)}, or --output labels for a folder of trainId PNGs")

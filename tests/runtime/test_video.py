@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from runtime_helpers import ConvRunner, read_video, street_frames
 
+from lrnnet._io import OUTPUT_MARKER
 from lrnnet.data.preprocess import colorize, overlay, resize_labels
 from lrnnet.data.synthetic import write_synthetic_demo_video
 from lrnnet.errors import InputError
@@ -90,7 +91,7 @@ def test_image_folder_with_a_corrupt_frame_is_skipped_and_counted(tmp_path, capl
         logging.getLogger("lrnnet").removeHandler(caplog.handler)
     assert report["frames"] == 5 and report["frames_decoded"] == 5
     assert report["corrupt_frames_skipped"] == 1 and report["corrupt_frames"] == [images[3].stem]
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert written == sorted(f"{p.stem}_trainIds.png" for i, p in enumerate(images) if i != 3)
     assert any(images[3].stem in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
 
@@ -194,11 +195,23 @@ def test_an_existing_output_is_replaced_whole(synthetic_video, tmp_path):
     run_video(ConvRunner(), synthetic_video, out, PipelineOptions(max_frames=3))
     assert len(read_video(out)) == 3
     labels = tmp_path / "labels"
-    labels.mkdir()
+    run_video(ConvRunner(), synthetic_video, labels, PipelineOptions(output_kind="labels", max_frames=3))
     (labels / "stale.png").write_bytes(b"old")
+    # A labels folder lrnnet wrote (it holds OUTPUT_MARKER) is replaced as a whole by the next run.
     run_video(ConvRunner(), synthetic_video, labels, PipelineOptions(output_kind="labels", max_frames=2))
-    assert sorted(p.name for p in labels.iterdir()) == ["frame_000000_trainIds.png", "frame_000001_trainIds.png"]
+    assert sorted(p.name for p in labels.iterdir()) == [OUTPUT_MARKER, "frame_000000_trainIds.png",
+                                                        "frame_000001_trainIds.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "out.mp4"]
+
+
+def test_a_folder_lrnnet_did_not_write_is_never_replaced_by_labels(synthetic_video, tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "stale.png").write_bytes(b"old")
+    with pytest.raises(InputError, match="holds files lrnnet did not write"):
+        run_video(ConvRunner(), synthetic_video, theirs, PipelineOptions(output_kind="labels", max_frames=2))
+    assert sorted(p.name for p in theirs.iterdir()) == ["stale.png"] and (theirs / "stale.png").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs"]
 
 
 def test_damaged_bytes_in_the_middle_of_a_video_are_skipped_and_accounted_for(synthetic_video, tmp_path):
