@@ -66,6 +66,7 @@ __all__ = [
     "is_temp_name",
     "keep_outputs",
     "preflight",
+    "probe_video",
     "refuse_foreign_folder",
     "refuse_overwrite",
     "scratch_folder",
@@ -395,9 +396,55 @@ def _count_frames_opencv(path: Path) -> int:
         capture.release()
 
 
-def verify_video(path: Path, frames: int | Callable[[], int] | None = None) -> None:
-    """The video reopens and holds `frames` frames (a number, or a function giving it at commit time)."""
+@dataclass(frozen=True)
+class VideoProbe:
+    """What a written video file really holds, read back from its first video stream."""
+
+    height: int
+    width: int
+    fps: float | None  # None when the container states no rate
+
+
+def probe_video(path: Path) -> VideoProbe:
+    """The size and frame rate of `path`'s video stream, by PyAV where installed, else OpenCV."""
+    try:
+        import av
+    except ImportError:
+        return _probe_opencv(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise OutputCheckFailed("the file holds no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            return VideoProbe(stream.height, stream.width, float(rate) if rate else None)
+    except (av.FFmpegError, OSError) as exc:
+        raise OutputCheckFailed(f"video does not reopen ({type(exc).__name__}: {exc})") from exc
+
+
+def _probe_opencv(path: Path) -> VideoProbe:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise OutputCheckFailed("video does not reopen")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        return VideoProbe(int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                          float(fps) if fps and fps > 0 else None)
+    finally:
+        capture.release()
+
+
+def verify_video(path: Path, frames: int | Callable[[], int] | None = None,
+                 size: tuple[int, int] | None = None) -> None:
+    """The video reopens and holds `frames` frames (a number, or a function giving it at commit time), each of
+    `size` (height, width) when given: an encoder that silently cropped or scaled the frames is caught here."""
     verify_nonempty(path)
+    if size is not None:
+        probe = probe_video(path)
+        if (probe.height, probe.width) != tuple(size):
+            raise OutputCheckFailed(f"video reopens at {probe.width}x{probe.height}, {size[1]}x{size[0]} was written")
     count = count_video_frames(path)
     expected = frames() if callable(frames) else frames
     if expected is None:

@@ -12,9 +12,11 @@ from lrnnet.cli._common import (
     json_output,
     make_parser,
     non_negative_int,
+    output_fps,
     positive_float,
     positive_int,
     run_command,
+    stream_timeout,
 )
 from lrnnet.errors import InputError
 
@@ -67,9 +69,9 @@ def build_parser() -> Parser:
     parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
     parser.add_argument("--warmup", type=non_negative_int, default=2,
                         help="untimed inferences before the first frame")
-    parser.add_argument("--fps", type=positive_float, default=None,
+    parser.add_argument("--fps", type=output_fps, default=None,
                         help="output frame rate (default the source's; 17 for image folders)")
-    parser.add_argument("--timeout", type=positive_float, default=STREAM_TIMEOUT_S, metavar="S",
+    parser.add_argument("--timeout", type=stream_timeout, default=STREAM_TIMEOUT_S, metavar="S",
                         help="a stream URL that sends nothing for S seconds, opening or between frames, fails")
     batch = parser.add_argument_group("many sources (Ray; pip install 'lrnnet[ray]')")
     batch.add_argument("--output-dir", type=Path, default=None,

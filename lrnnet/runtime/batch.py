@@ -77,7 +77,7 @@ from lrnnet._threads import count_text
 from lrnnet.errors import InputError, Terminated, add_note
 from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.log import logger, progress_bar
-from lrnnet.runtime.sources import FrameSource
+from lrnnet.runtime.sources import FrameSource, is_camera_spec
 from lrnnet.runtime.video import FRAME_IN_TO_OUT, PipelineOptions
 
 __all__ = ["LIST_SUFFIXES", "BatchOptions", "SourceJob", "format_batch_summary", "is_complete", "plan_jobs",
@@ -199,7 +199,7 @@ def plan_jobs(sources: Sequence[str], output_dir: Path, output_kind: str) -> lis
     jobs: list[SourceJob] = []
     by_output: dict[str, str] = {}
     for index, source in enumerate(sources):
-        if "://" in source or (source.isdigit() and not Path(source).exists()):
+        if "://" in source or (is_camera_spec(source) and not Path(source).exists()):
             raise InputError(f"{source} is a camera or stream: it has no end, so it cannot be one source of "
                              "a batch; run it alone with lrnnet-infer")
         name = output_name(source, output_kind)

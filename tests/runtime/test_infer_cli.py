@@ -231,3 +231,38 @@ def test_a_json_report_must_be_named_json(report, tiny_onnx, synthetic_video, tm
                "(see lrnnet-infer --help)"
     assert rc == 2 and err.strip().splitlines() == [expected]
     assert target.read_bytes() == b"not a report" and not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--fps", "0.0001"], "argument --fps: frame rate 0.0001 is out of range (0.01 to 1000 fps)"),
+    (["--fps", "1e9"], "argument --fps: frame rate 1e+09 is out of range (0.01 to 1000 fps)"),
+    (["--timeout", "3000"], "argument --timeout: timeout 3000 s is out of range (0.01 to 2147 s)"),
+    (["--timeout", "0"], "argument --timeout: timeout 0 s is out of range (0.01 to 2147 s)"),
+])
+def test_a_rate_or_timeout_the_encoders_or_ffmpeg_cannot_take_is_a_usage_error(argv, expected, tiny_onnx,
+                                                                               synthetic_video, tmp_path, capsys):
+    rc, _, err = run(capsys, synthetic_video, "--model", tiny_onnx, "-o", tmp_path / "o.mp4", *argv)
+    assert rc == 2 and err.strip().splitlines() == [f"lrnnet-infer: error: {expected} (see lrnnet-infer --help)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("99999999999999999999", "camera index 99999999999999999999 is out of range (0 to 99)"),
+    ("²", "source ² does not exist (a video file, an image folder, a camera index or a URL)"),
+])
+def test_a_camera_index_that_is_no_camera_is_one_line(source, expected, tiny_onnx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, source, "--model", tiny_onnx)
+    assert rc == 2 and err.strip().splitlines() == [f"lrnnet-infer: error: {expected}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_image_folder_with_two_images_of_one_stem_is_one_line(tiny_onnx, tmp_path, capsys):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for name in ("a.png", "a.jpg"):
+        cv2.imwrite(str(folder / name), np.full((32, 64, 3), 90, np.uint8))
+    rc, _, err = run(capsys, folder, "--model", tiny_onnx, "--output", "labels", "-o", tmp_path / "labels")
+    assert rc == 2 and err.strip().splitlines() == [
+        f"lrnnet-infer: error: image folder {folder} holds a.jpg and a.png: two frames named a; keep one of them"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
