@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from lrnnet._io import write_json_atomic
+from lrnnet.cli._common import json_output
 from lrnnet.log import logger, set_progress, setup_logging
 from lrnnet.runtime.benchmark import (
     TABLE_HEADER,
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-images", type=int, default=8)
     parser.add_argument("--no-peak", action="store_true",
                         help="skip the GEMM peaks (FP32, u8s8) and the fraction of peak of each CPU configuration")
-    parser.add_argument("--json", type=Path, help="write every result and ratio as JSON")
+    parser.add_argument("--json", type=json_output, help="write every result and ratio as JSON (FILE.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     setup_logging()

@@ -53,6 +53,7 @@ from typing import Any
 from lrnnet.errors import InputError
 
 __all__ = [
+    "OUTPUT_MARKER",
     "TEMP_MARK",
     "OutputSet",
     "atomic_output",
@@ -65,6 +66,8 @@ __all__ = [
     "is_temp_name",
     "keep_outputs",
     "preflight",
+    "probe_video",
+    "refuse_foreign_folder",
     "refuse_overwrite",
     "scratch_folder",
     "verify_for",
@@ -77,6 +80,9 @@ __all__ = [
 ]
 
 TEMP_MARK = ".lrnnet-tmp-"
+# Every folder lrnnet commits as a whole (atomic_output(directory=True)) holds this file: an existing
+# non-empty folder without it is someone else's, and lrnnet never replaces it.
+OUTPUT_MARKER = ".lrnnet-output"
 Verifier = Callable[[Path], None]
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv"}
@@ -195,7 +201,7 @@ def remove_output(path: str | os.PathLike[str]) -> None:
 
 
 def check_writable(path: str | os.PathLike[str] | None, directory: bool = False, what: str = "output",
-                   make_parents: bool = False) -> None:
+                   make_parents: bool = False, writes_into: bool = False) -> None:
     """Refuse, before any work starts, an output that cannot be written: InputError (exit 2).
 
     A file output must not be a folder (and a folder output not a file); its parent folder must
@@ -204,6 +210,9 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
     caused by its disk later on (ENOSPC inside ONNX or protobuf code) is reported as such.
     `make_parents`: missing parent folders will be created (a run folder such as runs/lrnnet): the
     nearest existing one must then take new files.
+    A folder output (`directory`) is replaced as a whole when it is committed, so an existing non-empty
+    folder lrnnet did not write (no OUTPUT_MARKER) is refused; `writes_into`: a folder the command writes
+    files into and never replaces (a training run folder), which may hold anything.
     """
     if path is None:
         return
@@ -216,6 +225,8 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
         raise InputError(f"{what} {path} exists and is not a folder")
     if path.exists() and not path.is_dir() and not path.is_file():  # a device, a FIFO, a socket
         raise InputError(f"{what} {path} is not a regular file; give a file name")
+    if directory and not writes_into:
+        refuse_foreign_folder(path, what)
     parent = path.parent
     if make_parents:
         while not parent.exists() and parent != parent.parent:
@@ -256,6 +267,21 @@ def check_input(path: str | os.PathLike[str], what: str, folder: bool = False) -
     return path
 
 
+def refuse_foreign_folder(path: str | os.PathLike[str], what: str = "output") -> None:
+    """InputError if `path` is an existing non-empty folder that lrnnet did not write (no OUTPUT_MARKER):
+    committing a folder output replaces the old folder as a whole, and that must only ever be our own."""
+    path = Path(path)
+    if not path.is_dir() or (path / OUTPUT_MARKER).is_file():
+        return
+    try:
+        empty = next(path.iterdir(), None) is None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} folder {path}: {describe_os_error(exc)}") from exc
+    if not empty:
+        raise InputError(f"{what} folder {path} exists and holds files lrnnet did not write; give a new or empty "
+                         "folder, or remove it")
+
+
 def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),
               outputs: Iterable[str | os.PathLike[str] | None] = (),
               folders: Iterable[str | os.PathLike[str] | None] = ()) -> None:
@@ -264,7 +290,7 @@ def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),
     `outputs` are files, `folders` are folder outputs (a labels folder, a predictions folder).
     """
     ins, outs, dirs = list(inputs), list(outputs), list(folders)
-    refuse_overwrite(ins, [*outs, *dirs])
+    refuse_overwrite(ins, outs, folders=dirs)
     for path in outs:
         check_writable(path)
     for path in dirs:
@@ -272,18 +298,32 @@ def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),
 
 
 def refuse_overwrite(inputs: Iterable[str | os.PathLike[str] | None],
-                     outputs: Iterable[str | os.PathLike[str] | None]) -> None:
-    """InputError if an output is one of the inputs (symlinks resolved, hard links too), or two outputs are one."""
+                     outputs: Iterable[str | os.PathLike[str] | None],
+                     folders: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """InputError if an output is one of the inputs (symlinks resolved, hard links too), or two outputs are one.
+
+    `folders` are outputs replaced as a whole when committed (atomic_output(directory=True)): an input
+    anywhere inside one (a video in it, an image folder below it) is refused too, as it would be deleted.
+    """
     ins = [Path(p) for p in inputs if p is not None]
-    outs = [Path(p) for p in outputs if p is not None]
+    dirs = [Path(p) for p in folders if p is not None]
+    outs = [Path(p) for p in outputs if p is not None] + dirs
     for i, out in enumerate(outs):
         for source in ins:
             if _same_file(out, source):
                 raise InputError(f"output {out} is the input {source}; refusing to overwrite an input "
                                  "(give another output name)")
+            if out in dirs and _inside(source, out):
+                raise InputError(f"output folder {out} holds the input {source}; writing it would replace the folder "
+                                 "and delete the input (give another output folder)")
         for other in outs[i + 1:]:
             if _same_file(out, other):
                 raise InputError(f"outputs {out} and {other} are the same file; give different names")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """`path` lies somewhere below `folder`, symlinks resolved."""
+    return Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -356,9 +396,55 @@ def _count_frames_opencv(path: Path) -> int:
         capture.release()
 
 
-def verify_video(path: Path, frames: int | Callable[[], int] | None = None) -> None:
-    """The video reopens and holds `frames` frames (a number, or a function giving it at commit time)."""
+@dataclass(frozen=True)
+class VideoProbe:
+    """What a written video file really holds, read back from its first video stream."""
+
+    height: int
+    width: int
+    fps: float | None  # None when the container states no rate
+
+
+def probe_video(path: Path) -> VideoProbe:
+    """The size and frame rate of `path`'s video stream, by PyAV where installed, else OpenCV."""
+    try:
+        import av
+    except ImportError:
+        return _probe_opencv(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise OutputCheckFailed("the file holds no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            return VideoProbe(stream.height, stream.width, float(rate) if rate else None)
+    except (av.FFmpegError, OSError) as exc:
+        raise OutputCheckFailed(f"video does not reopen ({type(exc).__name__}: {exc})") from exc
+
+
+def _probe_opencv(path: Path) -> VideoProbe:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise OutputCheckFailed("video does not reopen")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        return VideoProbe(int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                          float(fps) if fps and fps > 0 else None)
+    finally:
+        capture.release()
+
+
+def verify_video(path: Path, frames: int | Callable[[], int] | None = None,
+                 size: tuple[int, int] | None = None) -> None:
+    """The video reopens and holds `frames` frames (a number, or a function giving it at commit time), each of
+    `size` (height, width) when given: an encoder that silently cropped or scaled the frames is caught here."""
     verify_nonempty(path)
+    if size is not None:
+        probe = probe_video(path)
+        if (probe.height, probe.width) != tuple(size):
+            raise OutputCheckFailed(f"video reopens at {probe.width}x{probe.height}, {size[1]}x{size[0]} was written")
     count = count_video_frames(path)
     expected = frames() if callable(frames) else frames
     if expected is None:
@@ -392,7 +478,7 @@ def verify_zip(path: Path) -> None:
 
 def verify_folder(path: Path, files: int | Callable[[], int] | None = None) -> None:
     """Every file in the folder passes its own verifier; optionally exactly `files` of them."""
-    entries = [p for p in path.iterdir() if p.is_file()]
+    entries = [p for p in path.iterdir() if p.is_file() and p.name != OUTPUT_MARKER]
     expected = files() if callable(files) else files
     if expected is not None and len(entries) != expected:
         raise OutputCheckFailed(f"folder holds {len(entries)} files, {expected} were written")
@@ -619,6 +705,8 @@ def _rename_into_place(tmp: Path, target: Path, directory: bool) -> _Committed:
     scope = _current_scope()
     if scope is not None and not scope.rollback:
         scope = None  # final at once
+    if directory:
+        refuse_foreign_folder(target)  # again: the folder may have been filled while the output was written
     backup = None
     if scope is not None and (target.exists() or target.is_symlink()):
         backup = temp_path_for(target)
@@ -649,6 +737,34 @@ def _rename_into_place(tmp: Path, target: Path, directory: bool) -> _Committed:
     return item
 
 
+def _start_output(target: Path, directory: bool) -> Path:
+    """Refuse a target that cannot take this output, make its parents, and create its temporary (a folder
+    with `directory`) beside it."""
+    if target.is_dir() and not directory:
+        raise InputError(f"output {target} is a directory; give a file name")
+    if directory and target.exists() and not target.is_dir():
+        raise InputError(f"output {target} exists and is not a folder")
+    if directory:
+        refuse_foreign_folder(target)
+    _make_parents(target)
+    clean_stale_temps(target)
+    tmp = temp_path_for(target)
+    if directory:
+        tmp.mkdir()
+    return tmp
+
+
+def _finish_output(tmp: Path, target: Path, verify: Verifier | None, directory: bool) -> None:
+    """Mark a folder as lrnnet's, then give the temporary its mode, verify and fsync it."""
+    if not tmp.exists():
+        raise OutputCheckFailed(f"nothing was written to {target}")
+    if directory:
+        (tmp / OUTPUT_MARKER).write_text("written by lrnnet: the next run that writes this folder replaces it "
+                                         "as a whole\n", encoding="utf-8")
+    _give_default_mode(tmp, directory)
+    _check(tmp, target, verify)
+
+
 @contextlib.contextmanager
 def atomic_output(target: str | os.PathLike[str], verify: Verifier | None = None,
                   directory: bool = False) -> Iterator[Path]:
@@ -660,24 +776,13 @@ def atomic_output(target: str | os.PathLike[str], verify: Verifier | None = None
     `check_writable`).
     """
     target = Path(target)
-    if target.is_dir() and not directory:
-        raise InputError(f"output {target} is a directory; give a file name")
-    if directory and target.exists() and not target.is_dir():
-        raise InputError(f"output {target} exists and is not a folder")
-    _make_parents(target)
-    clean_stale_temps(target)
     scope = _current_scope()
     if scope is not None:
         scope.watched.append(target)
-    tmp = temp_path_for(target)
-    if directory:
-        tmp.mkdir()
+    tmp = _start_output(target, directory)
     try:
         yield tmp
-        if not tmp.exists():
-            raise OutputCheckFailed(f"nothing was written to {target}")
-        _give_default_mode(tmp, directory)
-        _check(tmp, target, verify)
+        _finish_output(tmp, target, verify, directory)
         _rename_into_place(tmp, target, directory)
     finally:
         if tmp.exists() or tmp.is_symlink():
@@ -699,15 +804,7 @@ class OutputSet:
 
     def add(self, target: str | os.PathLike[str], verify: Verifier | None = None, directory: bool = False) -> Path:
         target = Path(target)
-        if target.is_dir() and not directory:
-            raise InputError(f"output {target} is a directory; give a file name")
-        if directory and target.exists() and not target.is_dir():
-            raise InputError(f"output {target} exists and is not a folder")
-        _make_parents(target)
-        clean_stale_temps(target)
-        tmp = temp_path_for(target)
-        if directory:
-            tmp.mkdir()
+        tmp = _start_output(target, directory)
         self._pending.append((tmp, target, verify, directory))
         return tmp
 
@@ -725,10 +822,7 @@ class OutputSet:
 
     def _commit(self) -> None:
         for tmp, target, verify, directory in self._pending:
-            if not tmp.exists():
-                raise OutputCheckFailed(f"nothing was written to {target}")
-            _give_default_mode(tmp, directory)
-            _check(tmp, target, verify)
+            _finish_output(tmp, target, verify, directory)
         with command_outputs():  # the renames themselves: all or none
             for tmp, target, _, directory in self._pending:
                 _rename_into_place(tmp, target, directory)

@@ -16,6 +16,33 @@ MAX_PIXELS = 8192 * 8192
 # exact SVD, not more unrolled steps (each adds ~10 nodes per region to the graph and tracing time).
 MAX_POWER_ITERATIONS = 100
 
+# An output video's frame rate: PyAV's libx264 and OpenCV's mp4v and MJPG were each read back at the
+# rate asked from 0.01 to 1000 fps; below that they write another rate (libx264 24 fps at 0.0001) or
+# refuse to open, above it OpenCV's MJPG writes 600 fps for 1e9.
+MIN_FPS = 0.01
+MAX_FPS = 1000.0
+# A stream's open and read timeout: FFmpeg takes it in microseconds in a 32-bit int (2147.48 s at
+# most; above that every stream fails "Numerical result out of range"); below 10 ms nothing arrives.
+MIN_STREAM_TIMEOUT_S = 0.01
+MAX_STREAM_TIMEOUT_S = 2147.0
+# A camera index: OpenCV reads an index of 100 and more as a capture API's number plus an index
+# (cv2.CAP_V4L is 200), and a C int ends far below what a user can type.
+MAX_CAMERA_INDEX = 99
+
+
+def fps_problem(fps: float) -> str | None:
+    """Why `fps` cannot be an output video's frame rate, or None when it can."""
+    if not MIN_FPS <= fps <= MAX_FPS:  # also refuses nan
+        return f"frame rate {fps:g} is out of range ({MIN_FPS:g} to {MAX_FPS:g} fps)"
+    return None
+
+
+def timeout_problem(seconds: float) -> str | None:
+    """Why `seconds` cannot be a stream timeout, or None when it can."""
+    if not MIN_STREAM_TIMEOUT_S <= seconds <= MAX_STREAM_TIMEOUT_S:  # also refuses nan
+        return f"timeout {seconds:g} s is out of range ({MIN_STREAM_TIMEOUT_S:g} to {MAX_STREAM_TIMEOUT_S:g} s)"
+    return None
+
 
 def pixels_problem(batch: int, height: int, width: int) -> str | None:
     """Why `batch` images of `height` x `width` are too large, or None when they are within the bounds."""

@@ -7,6 +7,7 @@ OutputSet, the preflight refusals, and the stale temporaries of killed runs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -21,6 +22,7 @@ import pytest
 
 from lrnnet import _io
 from lrnnet._io import (
+    OUTPUT_MARKER,
     TEMP_MARK,
     OutputSet,
     atomic_output,
@@ -111,15 +113,65 @@ def test_a_folder_output(tmp_path):
     with atomic_output(target, directory=True) as tmp:
         assert tmp.is_dir()
         cv2.imwrite(str(tmp / "a.png"), np.full((4, 4), 3, np.uint8))
-    assert _names(target) == ["a.png"] and _names(tmp_path) == ["labels"]
-    with atomic_output(target, directory=True) as tmp:  # replaces the old folder as a whole
+    assert _names(target) == [OUTPUT_MARKER, "a.png"] and _names(tmp_path) == ["labels"]
+    with atomic_output(target, directory=True) as tmp:  # replaces its own old folder as a whole
         cv2.imwrite(str(tmp / "b.png"), np.full((4, 4), 5, np.uint8))
-    assert _names(target) == ["b.png"] and _names(tmp_path) == ["labels"]
+    assert _names(target) == [OUTPUT_MARKER, "b.png"] and _names(tmp_path) == ["labels"]
     with pytest.raises(InputError, match="is a (folder|directory)"), atomic_output(target):
         pass
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="exists and is not a folder"), atomic_output(tmp_path / "file", directory=True):
         pass
+
+
+def test_a_folder_lrnnet_did_not_write_is_never_replaced(tmp_path):
+    """A folder output is replaced as a whole when committed: only an empty folder or one lrnnet wrote (it holds
+    OUTPUT_MARKER) may be; a folder of someone else's files is refused up front, with and without a scope."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "clip.mp4").write_bytes(b"precious")
+    for attempt in (lambda: check_writable(mine, directory=True), lambda: OutputSet().add(mine, directory=True)):
+        with pytest.raises(InputError, match="holds files lrnnet did not write; give a new or empty folder"):
+            attempt()
+    for scoped in (False, True):
+        with pytest.raises(InputError, match="holds files lrnnet did not write"), \
+                (command_outputs() if scoped else contextlib.nullcontext()), atomic_output(mine, directory=True):
+            pass
+    assert _names(mine) == ["clip.mp4"] and _names(tmp_path) == ["mine"]
+    (tmp_path / "empty").mkdir()  # an empty folder (made for the output) is fine
+    check_writable(tmp_path / "empty", directory=True)
+    with atomic_output(tmp_path / "empty", directory=True) as tmp:
+        (tmp / "a.json").write_text("{}")
+    assert _names(tmp_path / "empty") == [OUTPUT_MARKER, "a.json"]
+    _io.verify_folder(tmp_path / "empty", files=1)  # the marker is not one of the output's files
+    check_writable(mine, directory=True, writes_into=True)  # a folder written into (a run folder) may hold anything
+
+
+def test_a_folder_filled_while_it_was_written_is_not_replaced(tmp_path):
+    target = tmp_path / "labels"
+    with pytest.raises(InputError, match="holds files lrnnet did not write"), \
+            atomic_output(target, directory=True) as tmp:
+        (tmp / "a.json").write_text("{}")
+        target.mkdir()
+        (target / "theirs.txt").write_text("x")
+    assert _names(target) == ["theirs.txt"] and _names(tmp_path) == ["labels"]
+
+
+def test_an_input_inside_a_folder_output_is_refused(tmp_path):
+    """Committing a folder output deletes whatever the old folder held: an input there is refused (symlinks
+    resolved); a file output has nothing inside it."""
+    (tmp_path / "work" / "seq").mkdir(parents=True)
+    video = tmp_path / "work" / "clip.mp4"
+    video.write_bytes(b"x")
+    (tmp_path / "alias").symlink_to(tmp_path / "work")
+    for folder, source in [(tmp_path / "work", video), (tmp_path / "work", tmp_path / "work" / "seq"),
+                           (tmp_path / "alias", video), (tmp_path, tmp_path / "alias" / "seq")]:
+        with pytest.raises(InputError, match="holds the input"):
+            refuse_overwrite([source], [], folders=[folder])
+        with pytest.raises(InputError, match="holds the input"):
+            _io.preflight(inputs=[source], folders=[folder])
+    refuse_overwrite([video], [tmp_path / "work" / "seq" / "out.json"], folders=[tmp_path / "work" / "labels"])
+    refuse_overwrite([tmp_path / "work" / "seq"], [], folders=[tmp_path / "work" / "seq_labels"])  # a sibling
 
 
 def test_command_scope_rolls_back_every_output_it_committed(tmp_path):

@@ -560,25 +560,36 @@ def test_keep_outputs_in_every_scope_and_no_backup_left(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_folder_output_replaces_the_old_folder_in_and_out_of_a_scope(tmp_path):
-    target = tmp_path / "pred"
+def _old_output_folder(target):
+    """A folder output an earlier run of lrnnet committed (it holds the marker), with one file."""
     target.mkdir()
     (target / "old.json").write_text("{}")
+    (target / _io.OUTPUT_MARKER).write_text("")
+    return target
+
+
+def _files(folder):
+    """The output's own files: the marker every committed folder holds left out."""
+    return sorted(p.name for p in folder.iterdir() if p.name != _io.OUTPUT_MARKER)
+
+
+def test_folder_output_replaces_the_old_folder_in_and_out_of_a_scope(tmp_path):
+    target = _old_output_folder(tmp_path / "pred")
     with atomic_output(target, directory=True) as tmp:
         assert tmp.is_dir() and list(tmp.iterdir()) == []
         (tmp / "new.json").write_text("{}")
-    assert sorted(p.name for p in target.iterdir()) == ["new.json"]
+    assert _files(target) == ["new.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
     with pytest.raises(RuntimeError), command_outputs():
         with atomic_output(target, directory=True) as tmp:
             (tmp / "newer.json").write_text("{}")
-        assert sorted(p.name for p in target.iterdir()) == ["newer.json"]
+        assert _files(target) == ["newer.json"]
         raise RuntimeError
-    assert sorted(p.name for p in target.iterdir()) == ["new.json"]
+    assert _files(target) == ["new.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
     with command_outputs(), atomic_output(target, directory=True) as tmp:
         (tmp / "third.json").write_text("{}")
-    assert sorted(p.name for p in target.iterdir()) == ["third.json"]
+    assert _files(target) == ["third.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
 
 
@@ -614,9 +625,7 @@ def test_a_symlink_target_is_replaced_and_restored(tmp_path):
 
 
 def test_rename_failure_restores_the_backup(tmp_path):
-    target = tmp_path / "pred"
-    target.mkdir()
-    (target / "old.json").write_text("{}")
+    target = _old_output_folder(tmp_path / "pred")
     with pytest.raises(OSError), atomic_output(target, directory=True) as tmp:
         (tmp / "x.json").write_text("{}")
         tmp.chmod(0o755)
@@ -625,7 +634,7 @@ def test_rename_failure_restores_the_backup(tmp_path):
             child.unlink()
         tmp.rmdir()
         tmp.write_text("{}")
-    assert sorted(p.name for p in target.iterdir()) == ["old.json"]
+    assert _files(target) == ["old.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
 
 
@@ -940,16 +949,14 @@ def _mounted_over(path, source=None):
 
 @pytest.mark.parametrize("in_scope", [True, False])
 def test_a_folder_whose_final_rename_fails_is_restored_from_its_backup(tmp_path, in_scope):
-    target = tmp_path / "pred"
-    target.mkdir()
-    (target / "old.json").write_text("{}")
+    target = _old_output_folder(tmp_path / "pred")
     mounted = []
     with pytest.raises(OSError) as info, command_outputs() if in_scope else contextlib.nullcontext(), \
             contextlib.ExitStack() as mounts, atomic_output(target, directory=True) as tmp:
         mounted.append(mounts.enter_context(_mounted_over(tmp)))
         (tmp / "new.json").write_text("{}")
     assert info.value.errno == errno.EBUSY  # the rename of the temporary (a mount point) onto the target
-    assert sorted(p.name for p in target.iterdir()) == ["old.json"]
+    assert _files(target) == ["old.json"]
     mounted[0].rmdir()  # the temporary could not be removed while mounted; nothing else is left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
 

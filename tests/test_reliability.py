@@ -71,7 +71,7 @@ def test_infer_report_onto_the_model_is_refused(tiny_onnx, synthetic_video, tmp_
     status, err = run_cli("infer", [synthetic_video, "--model", model, "-o", tmp_path / "o.mp4",
                                     "--report", model], capsys)
     assert status == 2
-    assert_one_error_line(err, "refusing to overwrite an input")
+    assert_one_error_line(err, "a JSON output must end in .json")  # refused by name, before any file is looked at
     assert model.read_bytes() == original
     assert sorted(tmp_path.iterdir()) == [model]
 
@@ -81,16 +81,16 @@ def test_infer_report_onto_the_model_is_refused(tiny_onnx, synthetic_video, tmp_
 
 UNWRITABLE = {
     "infer --report is a folder": ("infer", ["{video}", "--model", "{onnx}", "-o", "{tmp}/o.mp4",
-                                             "--report", "{tmp}/folder"], "is a directory"),
+                                             "--report", "{tmp}/folder.json"], "is a directory"),
     "infer -o in a missing folder": ("infer", ["{video}", "--model", "{onnx}", "-o", "{tmp}/missing/o.mp4"],
                                      "does not exist"),
     "export -o is a folder": ("export", ["{pth}", "-o", "{tmp}/folder"], "is a directory"),
     "export -o in a missing folder": ("export", ["{pth}", "-o", "{tmp}/missing/m.onnx"], "does not exist"),
     "build -o in a missing folder": ("build_engine", ["--fp16", "--onnx", "{onnx}", "-o", "{tmp}/missing/e.onnx"],
                                      "does not exist"),
-    "eval --json is a folder": ("eval", ["--model", "{onnx}", "--data", "{data}", "--json", "{tmp}/folder"],
+    "eval --json is a folder": ("eval", ["--model", "{onnx}", "--data", "{data}", "--json", "{tmp}/folder.json"],
                                 "is a directory"),
-    "bench --json is a device": ("bench", ["--model", "{onnx}", "--iters", "1", "--json", "/dev/full"],
+    "bench --json is a device": ("bench", ["--model", "{onnx}", "--iters", "1", "--json", "{tmp}/device.json"],
                                  "not a regular file"),
     "bench --json in a missing folder": ("bench", ["--model", "{onnx}", "--iters", "1", "--warmup", "0",
                                                    "--json", "{tmp}/missing/b.json"], "does not exist"),
@@ -102,6 +102,8 @@ def test_an_unwritable_output_is_refused_before_any_work(case, tiny_onnx, tiny_c
                                                          synthetic_root, tmp_path, capsys):
     command, argv, expected = UNWRITABLE[case]
     (tmp_path / "folder").mkdir()
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "device.json").symlink_to("/dev/full")
     values = {"tmp": tmp_path, "onnx": tiny_onnx, "pth": tiny_checkpoint, "video": synthetic_video,
               "data": synthetic_root}
     started = time.perf_counter()
@@ -109,8 +111,8 @@ def test_an_unwritable_output_is_refused_before_any_work(case, tiny_onnx, tiny_c
     assert status == 2
     assert_one_error_line(err, expected)
     assert time.perf_counter() - started < 10  # refused up front, not after the work
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
-    assert list((tmp_path / "folder").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device.json", "folder", "folder.json"]
+    assert list((tmp_path / "folder").iterdir()) == [] and list((tmp_path / "folder.json").iterdir()) == []
 
 
 # -- 6. machine limits: a full disk, a read-only folder -----------------------------------------------------

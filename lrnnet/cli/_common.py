@@ -12,10 +12,11 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 
 from lrnnet.errors import InputError, Terminated
-from lrnnet.limits import MAX_PIXELS, MAX_SIDE
+from lrnnet.limits import MAX_PIXELS, MAX_SIDE, fps_problem, timeout_problem
 from lrnnet.log import deferred_notes, set_progress, setup_logging
 
 EXIT_BAD_INPUT = 2
@@ -284,4 +285,31 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
+def json_output(text: str) -> Path:
+    """A JSON output file (argparse type of every command's --json/--report): its name must end in .json, so
+    that a slip such as `--report clip.mp4` cannot overwrite a video, a list or a model with a report."""
+    path = Path(text)
+    if path.suffix.lower() != ".json":
+        raise argparse.ArgumentTypeError(f"a JSON output must end in .json, got '{text}'")
+    return path
+
+
+def output_fps(text: str) -> float:
+    """An output video's frame rate (argparse type), within what the encoders write correctly (lrnnet.limits)."""
+    value = finite_float(text)
+    problem = fps_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def stream_timeout(text: str) -> float:
+    """A stream's open and read timeout in seconds (argparse type), within what FFmpeg takes (lrnnet.limits)."""
+    value = finite_float(text)
+    problem = timeout_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return value

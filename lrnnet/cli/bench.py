@@ -10,6 +10,7 @@ from lrnnet.cli._common import (
     Parser,
     check_fp16_backend,
     image_side,
+    json_output,
     make_parser,
     non_negative_int,
     parse_size,
@@ -55,7 +56,7 @@ def build_parser() -> Parser:
                         help="CPU backends: also measure this machine's FP32 and u8s8 GEMM peaks (a few seconds, "
                              "the same threads) and print the achieved GFLOP/s (GOP/s for INT8) and the fraction "
                              "of the matching peak")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--json", type=json_output, default=None, metavar="FILE", help="write the results as JSON")
     return parser
 
 

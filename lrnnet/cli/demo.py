@@ -68,7 +68,7 @@ def _body(args: argparse.Namespace) -> int:
     from lrnnet.demo import StepFailed, run_demo
 
     refuse_overwrite(inputs=[args.cityscapes], outputs=[args.workdir])
-    check_writable(args.workdir, directory=True, make_parents=True)  # before the first step (lrnnet._io)
+    check_writable(args.workdir, directory=True, make_parents=True, writes_into=True)  # before the first step (lrnnet._io)
     try:
         run_demo(options_from_args(args))
     except StepFailed as failed:  # the step's command printed the one error line: no second one

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from lrnnet.cli._common import Parser, check_fp16_backend, make_parser, parse_size, positive_int, run_command
+from lrnnet.cli._common import (
+    Parser,
+    check_fp16_backend,
+    json_output,
+    make_parser,
+    parse_size,
+    positive_int,
+    run_command,
+)
+
+if TYPE_CHECKING:
+    from lrnnet.eval import EvalReport
 
 PROG = "lrnnet-eval"
 
@@ -40,7 +53,7 @@ def build_parser() -> Parser:
     parser.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
                         help="write labelIds PNGs ({city}_{seq}_{frame}_pred_labelIds.png) for the official "
                              "cityscapesscripts evaluation; one subfolder per model with --compare")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the report as JSON")
+    parser.add_argument("--json", type=json_output, default=None, metavar="FILE", help="write the report as JSON")
     return parser
 
 
@@ -65,22 +78,12 @@ def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import check_input, preflight, write_json_atomic
     from lrnnet.data import CityscapesDataset
     from lrnnet.errors import InputError
-    from lrnnet.eval import (
-        ChosenSize,
-        EvalReport,
-        check_sizes,
-        common_size,
-        comparison,
-        drop_table,
-        evaluate,
-        open_at_size,
-    )
+    from lrnnet.eval import ChosenSize, check_sizes, common_size, comparison, drop_table
     from lrnnet.runtime.factory import resolve_backend
 
     models: list[Path] = list(args.compare) if args.compare else [args.model]
     preflight(inputs=[*models, args.data], outputs=[args.json], folders=[args.save_predictions])
-    several = args.compare is not None
-    if several and len(models) < 2:
+    if args.compare is not None and len(models) < 2:
         raise InputError("--compare needs at least two models (the first is the reference)")
     for model in models:
         check_input(model, "model file")
@@ -97,6 +100,34 @@ def _body(args: argparse.Namespace) -> int:
     size_why = chosen.why if chosen else "the model's own size"
     check_sizes(models, size, args.backend)  # fail before the first model runs, not after
 
+    # The predictions folder is one output, committed as a whole once every model has run (lrnnet._io):
+    # a rerun replaces its own earlier folder, and a folder lrnnet did not write is never touched.
+    with _predictions_folder(args.save_predictions) as predictions:
+        reports = _evaluate_all(models, args, dataset, size, size_why, predictions)
+    several = args.compare is not None
+    if several:
+        print()
+        print(drop_table(reports))
+    if args.json is not None:
+        write_json_atomic(args.json, comparison(reports) if several else reports[0].to_dict())
+        print(f"report: {args.json}")
+    if args.save_predictions is not None:
+        print(f"predictions (labelIds, official format): {args.save_predictions}")
+    return 0
+
+
+def _predictions_folder(folder: Path | None) -> contextlib.AbstractContextManager[Path | None]:
+    from lrnnet._io import atomic_output
+
+    return contextlib.nullcontext() if folder is None else atomic_output(folder, directory=True)
+
+
+def _evaluate_all(models: list[Path], args: argparse.Namespace, dataset: Any, size: tuple[int, int] | None,
+                  size_why: str, predictions: Path | None) -> list[EvalReport]:
+    from lrnnet.errors import InputError
+    from lrnnet.eval import evaluate, open_at_size
+
+    several = args.compare is not None
     reports: list[EvalReport] = []
     for index, model in enumerate(models):
         with open_at_size(model, size, backend=args.backend, device=args.device,
@@ -107,7 +138,7 @@ def _body(args: argparse.Namespace) -> int:
                                  f"{first.model} ran at {first.input_size[0]}x{first.input_size[1]}; pass --size "
                                  "to compare at one size")
             report = evaluate(runner, dataset, batch_size=args.batch, limit=args.limit, model_name=str(model),
-                              save_predictions=_prediction_dir(args.save_predictions, index, model, several),
+                              save_predictions=_prediction_dir(predictions, index, model, several),
                               desc=f"Evaluating {model.name}")
         reports.append(report)
         height, width = report.input_size
@@ -115,16 +146,7 @@ def _body(args: argparse.Namespace) -> int:
               f"({size_why}), {report.images} {args.split} images, {report.seconds:.1f} s")
         if not several:
             print(report.table())
-
-    if several:
-        print()
-        print(drop_table(reports))
-    if args.json is not None:
-        write_json_atomic(args.json, comparison(reports) if several else reports[0].to_dict())
-        print(f"report: {args.json}")
-    if args.save_predictions is not None:
-        print(f"predictions (labelIds, official format): {args.save_predictions}")
-    return 0
+    return reports
 
 
 def main(argv: Sequence[str] | None = None) -> int:

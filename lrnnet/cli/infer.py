@@ -9,11 +9,14 @@ from pathlib import Path
 from lrnnet.cli._common import (
     EXIT_BAD_INPUT,
     Parser,
+    json_output,
     make_parser,
     non_negative_int,
+    output_fps,
     positive_float,
     positive_int,
     run_command,
+    stream_timeout,
 )
 from lrnnet.errors import InputError
 
@@ -60,15 +63,15 @@ def build_parser() -> Parser:
                         help="overlay: colours over the frame; mask: colours only; labels: one lossless "
                              "trainId PNG per frame")
     parser.add_argument("--alpha", type=_alpha, default=0.5, help="overlay opacity of the class colours")
-    parser.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
+    parser.add_argument("--report", type=json_output, default=None, help="write the report as JSON here")
     parser.add_argument("--target-fps", type=positive_float, default=PAPER_FPS,
                         help="real-time target (the LRNNet paper: 71 FPS on a GTX 1080Ti)")
     parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
     parser.add_argument("--warmup", type=non_negative_int, default=2,
                         help="untimed inferences before the first frame")
-    parser.add_argument("--fps", type=positive_float, default=None,
+    parser.add_argument("--fps", type=output_fps, default=None,
                         help="output frame rate (default the source's; 17 for image folders)")
-    parser.add_argument("--timeout", type=positive_float, default=STREAM_TIMEOUT_S, metavar="S",
+    parser.add_argument("--timeout", type=stream_timeout, default=STREAM_TIMEOUT_S, metavar="S",
                         help="a stream URL that sends nothing for S seconds, opening or between frames, fails")
     batch = parser.add_argument_group("many sources (Ray; pip install 'lrnnet[ray]')")
     batch.add_argument("--output-dir", type=Path, default=None,

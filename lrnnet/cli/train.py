@@ -95,7 +95,7 @@ def _body(args: argparse.Namespace) -> int:
     from lrnnet.train import train
 
     refuse_overwrite(inputs=[args.data, args.resume], outputs=[args.out])
-    check_writable(args.out, directory=True, make_parents=True)  # before any data is written or read
+    check_writable(args.out, directory=True, make_parents=True, writes_into=True)  # before any data is written or read
     from lrnnet.export.onnx import default_export_size
 
     result = train(config_from_args(args))

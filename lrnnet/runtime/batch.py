@@ -64,13 +64,20 @@ from pathlib import Path
 from typing import Any
 
 import lrnnet
-from lrnnet._io import check_input, check_writable, clean_stale_temps_in, file_sha256, refuse_overwrite
+from lrnnet._io import (
+    check_input,
+    check_writable,
+    clean_stale_temps_in,
+    file_sha256,
+    refuse_foreign_folder,
+    refuse_overwrite,
+)
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import count_text
 from lrnnet.errors import InputError, Terminated, add_note
 from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.log import logger, progress_bar
-from lrnnet.runtime.sources import FrameSource
+from lrnnet.runtime.sources import FrameSource, is_camera_spec
 from lrnnet.runtime.video import FRAME_IN_TO_OUT, PipelineOptions
 
 __all__ = ["LIST_SUFFIXES", "BatchOptions", "SourceJob", "format_batch_summary", "is_complete", "plan_jobs",
@@ -192,7 +199,7 @@ def plan_jobs(sources: Sequence[str], output_dir: Path, output_kind: str) -> lis
     jobs: list[SourceJob] = []
     by_output: dict[str, str] = {}
     for index, source in enumerate(sources):
-        if "://" in source or (source.isdigit() and not Path(source).exists()):
+        if "://" in source or (is_camera_spec(source) and not Path(source).exists()):
             raise InputError(f"{source} is a camera or stream: it has no end, so it cannot be one source of "
                              "a batch; run it alone with lrnnet-infer")
         name = output_name(source, output_kind)
@@ -749,7 +756,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     """Segment every source on Ray; returns the batch report (one entry per source, and the aggregate).
 
     `also_writes`: files the caller writes after the job (the report), refused before anything runs if one is
-    a source, the model, or an output or done-marker of the job.
+    a source, a list file, the model, or an output or done-marker of the job.
 
     Bad input (no sources, a missing output-dir parent, colliding names, a missing model, an unreachable
     Ray address) raises InputError before anything is written. A source that fails does not: it is in
@@ -761,8 +768,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
 
     jobs = plan_jobs(read_sources(sources), output_dir, options.pipeline.output_kind)
     check_output_dir(output_dir)
-    job_files = [model, *(Path(job.source) for job in jobs), *(job.output for job in jobs), *(job.marker for job in jobs)]
-    refuse_overwrite(job_files, also_writes)
+    _refuse_overwriting_inputs(sources, model, jobs, options.pipeline.output_kind, also_writes)
     for path in also_writes:
         check_writable(path)
     check_input(model, "model file")  # what open_runner says of a missing or wrong-kind model
@@ -787,6 +793,8 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
         logger.info("Skipped %d already complete (a done-marker matches source, model and settings)", len(skipped))
     for job in todo:
         _refuse_foreign_output(job)
+        if options.pipeline.output_kind == "labels":  # a labels folder is replaced as a whole: only our own
+            refuse_foreign_folder(job.output)
     if todo and options.workers > len(todo):  # an actor with no source would only start and stop
         logger.info("%d workers asked for %d sources to segment: %d workers", options.workers, len(todo), len(todo))
         options = dataclasses.replace(options, workers=len(todo))
@@ -836,6 +844,18 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
         if created_dir and not any(output_dir.iterdir()):  # made by this run, and nothing committed in it
             output_dir.rmdir()
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
+
+
+def _refuse_overwriting_inputs(specs: Sequence[str | os.PathLike[str]], model: Path, jobs: list[SourceJob],
+                               output_kind: str, also_writes: Sequence[Path]) -> None:
+    """No output of the job (an output, its done-marker, a file the caller writes after it) is or holds an
+    input: the model, a source, or a list file naming sources (lrnnet._io.refuse_overwrite)."""
+    inputs = [model, *(Path(spec) for spec in specs if "://" not in str(spec)), *(Path(job.source) for job in jobs)]
+    outputs = [*(job.marker for job in jobs), *also_writes]
+    folders = [job.output for job in jobs] if output_kind == "labels" else []
+    if not folders:
+        outputs += [job.output for job in jobs]
+    refuse_overwrite(inputs, outputs, folders=folders)
 
 
 def _refuse_foreign_output(job: SourceJob) -> None:

@@ -25,10 +25,12 @@ import cv2
 import numpy as np
 
 from lrnnet.errors import InputError
+from lrnnet.limits import MAX_CAMERA_INDEX, timeout_problem
 from lrnnet.log import logger
 
 __all__ = ["IMAGE_SUFFIXES", "STREAM_TIMEOUT_S", "CameraSource", "Frame", "FrameSource", "ImageFolderSource",
-           "PyAVSource", "VideoFileSource", "open_source", "quiet_video_logs"]
+           "PyAVSource", "VideoFileSource", "camera_index", "check_timeout", "is_camera_spec", "open_source",
+           "quiet_video_logs"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 CITYSCAPES_VIDEO_FPS = 17.0  # demoVideo's frame rate: the output rate of an image folder
@@ -158,19 +160,22 @@ class CameraSource(_CaptureSource):
 
     def __init__(self, spec: str | int, timeout_s: float = STREAM_TIMEOUT_S) -> None:
         self.spec = spec
-        if str(spec).isdigit():
-            capture = cv2.VideoCapture(int(spec))
+        index = camera_index(str(spec))
+        check_timeout(timeout_s)
+        if index is not None:
+            capture = cv2.VideoCapture(index)
         else:  # OpenCV's FFmpeg backend honours these (4.6+); without them a stalled stream blocks forever
             milliseconds = int(timeout_s * 1000)
             capture = cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds,
                                                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
+        what = f"camera {index}" if index is not None else f"stream {spec}"
         if not capture.isOpened():
-            what = f"camera {spec}" if str(spec).isdigit() else f"stream {spec}"
             raise InputError(f"cannot open {what} (no such device, or the stream is unreachable)")
-        super().__init__(capture, f"camera {spec}" if str(spec).isdigit() else str(spec))
+        super().__init__(capture, what if index is not None else str(spec))
 
     def default_output_stem(self) -> Path:
-        return Path(f"camera{self.spec}_seg" if str(self.spec).isdigit() else "stream_seg")
+        index = camera_index(str(self.spec))
+        return Path(f"camera{index}_seg" if index is not None else "stream_seg")
 
 
 class ImageFolderSource(FrameSource):
@@ -189,6 +194,7 @@ class ImageFolderSource(FrameSource):
         self.paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.paths:
             raise InputError(f"{self.folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): zero frames")
+        _refuse_shared_stems(self.folder, self.paths)
         size = None
         for path in self.paths:  # the first readable image sets the size; if none is readable, fail now
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -216,6 +222,17 @@ class ImageFolderSource(FrameSource):
     def default_output_stem(self) -> Path:
         folder = self.folder.resolve()
         return folder.with_name(f"{folder.name}_seg")
+
+
+def _refuse_shared_stems(folder: Path, paths: list[Path]) -> None:
+    """A frame is named by its file's stem (the labels output writes <stem>_trainIds.png): two images with one
+    stem (a.png, a.jpg) would be two frames of one name, the second overwriting the first's output."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise InputError(f"image folder {folder} holds {seen[path.stem].name} and {path.name}: two frames named "
+                             f"{path.stem}; keep one of them")
+        seen[path.stem] = path
 
 
 class PyAVSource(FrameSource):
@@ -349,19 +366,51 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def is_camera_spec(text: str) -> bool:
+    """`text` names a camera: ASCII decimal digits only (str.isdigit also takes '²', which int() refuses)."""
+    return text.isascii() and text.isdecimal()
+
+
+def camera_index(text: str) -> int | None:
+    """The camera index `text` names, or None when it names no camera; InputError when the index is out of
+    range (lrnnet.limits.MAX_CAMERA_INDEX)."""
+    if not is_camera_spec(text):
+        return None
+    if len(text) > len(str(MAX_CAMERA_INDEX)) or int(text) > MAX_CAMERA_INDEX:  # no int of a thousand digits
+        shown = text if len(text) <= 20 else f"{text[:20]}..."
+        raise InputError(f"camera index {shown} is out of range (0 to {MAX_CAMERA_INDEX})")
+    return int(text)
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists, but False for a name the file system refuses (a 5000-digit "camera index": ENAMETOOLONG)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def check_timeout(timeout_s: float) -> None:
+    """InputError when `timeout_s` is not a stream timeout FFmpeg and OpenCV take (lrnnet.limits)."""
+    problem = timeout_problem(timeout_s)
+    if problem is not None:
+        raise InputError(f"stream {problem}")
+
+
 def open_source(spec: str | Path, timeout_s: float = STREAM_TIMEOUT_S) -> FrameSource:
     """A video file, an image folder, a camera index ("0") or a stream URL, opened and checked.
 
     Files and URLs go to PyAV when it is installed (timestamps; stream timeouts), else to OpenCV.
     """
     text = str(spec)
+    check_timeout(timeout_s)
     if "://" in text:
         if _pyav_available():
             return _AVStream(text, timeout_s)
         return CameraSource(text, timeout_s)
     path = Path(text)
-    if text.isdigit() and not path.exists():
-        return CameraSource(int(text))
+    if is_camera_spec(text) and not _exists(path):
+        return CameraSource(text)
     if path.is_dir():
         return ImageFolderSource(path)
     if not path.exists():

@@ -33,14 +33,22 @@ from typing import Any
 import numpy as np
 
 import lrnnet
-from lrnnet._io import atomic_output, check_writable, refuse_overwrite, verify_folder, verify_video
+from lrnnet._io import (
+    atomic_output,
+    check_writable,
+    probe_video,
+    refuse_overwrite,
+    verify_folder,
+    verify_video,
+)
 from lrnnet.data.preprocess import colorize, overlay, resize_labels
 from lrnnet.errors import InputError
+from lrnnet.limits import MAX_FPS, MIN_FPS, fps_problem
 from lrnnet.log import logger, progress_bar
 from lrnnet.runtime.latency import PAPER_FPS, LatencyRecorder, compare_with_paper
 from lrnnet.runtime.runner import Runner
 from lrnnet.runtime.sources import FrameSource, open_source
-from lrnnet.runtime.writers import VIDEO_SUFFIXES, PngFolderWriter, open_video_writer
+from lrnnet.runtime.writers import VIDEO_SUFFIXES, PngFolderWriter, even_size, open_video_writer
 
 __all__ = ["CAPTURE_TO_OUTPUT", "FRAME_IN_TO_OUT", "OUTPUT_KINDS", "STAGES", "PipelineOptions", "default_output", "format_report", "resolve_output",
            "run_video"]
@@ -83,8 +91,8 @@ class PipelineOptions:
         if self.warmup < 0 or self.queue_size < 1:
             raise InputError("warmup must be >= 0 and queue_size >= 1")
         # not (x > 0) also refuses nan; inf would hang the encoder (a zero frame duration)
-        if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
-            raise InputError(f"fps must be a positive finite number, got {self.fps}")
+        if self.fps is not None and fps_problem(self.fps) is not None:
+            raise InputError(f"output {fps_problem(self.fps)}")
         if not (self.target_fps > 0 and math.isfinite(self.target_fps)):
             raise InputError(f"target FPS must be a positive finite number, got {self.target_fps}")
 
@@ -325,7 +333,7 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
     opened = source if isinstance(source, FrameSource) else open_source(source)
     try:
         target = resolve_output(opened, output, options.output_kind)
-        fps = options.fps or opened.fps
+        fps = options.fps or _source_rate(opened)
         # The runner was named when it was opened (open_runner's "Runner:" line)
         logger.info("Segmenting %s (%dx%d) -> %s", opened.description, *opened.size, target)
         pipeline: _Pipeline | None = None
@@ -341,14 +349,27 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
                 _check_frames(pipeline, opened)
         else:
             # Checked before the rename: the video reopens with every frame (VideoWriter reports no ENOSPC).
-            with atomic_output(target, verify=lambda tmp: verify_video(tmp, written)) as tmp:
+            # and at the size the writer says it encodes (an odd side padded to even, never cropped).
+            encoded = even_size(opened.size)
+            with atomic_output(target, verify=lambda tmp: verify_video(tmp, written, encoded)) as tmp:
                 pipeline = _Pipeline(runner, opened, options, lambda: open_video_writer(tmp, target, fps, opened.size))
                 wall = pipeline.run()
                 _check_frames(pipeline, opened)
+            fps = probe_video(target).fps or fps  # the report states the rate the file really has
     finally:
         if opened is not source:
             opened.close()
     return _report(runner, opened, target, options, pipeline, wall, fps)
+
+
+def _source_rate(source: FrameSource) -> float:
+    """The source's frame rate as the output's, brought within what the encoders write (lrnnet.limits), with a
+    warning when it is not (a container that states 90000 fps): the report then states the rate written."""
+    rate = min(max(source.fps, MIN_FPS), MAX_FPS)
+    if rate != source.fps:
+        logger.warning("%s states %g fps, outside %g to %g: the output is written at %g fps (give --fps to choose)",
+                       source.description, source.fps, MIN_FPS, MAX_FPS, rate)
+    return rate
 
 
 def resolve_output(source: FrameSource, output: str | Path | None, kind: str) -> Path:
@@ -358,8 +379,9 @@ def resolve_output(source: FrameSource, output: str | Path | None, kind: str) ->
     """
     target = Path(output) if output is not None else default_output(source, kind)
     source_path = getattr(source, "path", None) or getattr(source, "folder", None)
-    refuse_overwrite(inputs=[source_path], outputs=[target])
-    check_writable(target, directory=kind == "labels")
+    folder = kind == "labels"  # a folder of PNGs, replaced as a whole when committed
+    refuse_overwrite(inputs=[source_path], outputs=[] if folder else [target], folders=[target] if folder else [])
+    check_writable(target, directory=folder)
     if kind != "labels" and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"output {target}: unknown video type '{target.suffix or '(none)'}'; use "
                          f"{', '.join(VIDEO_SUFFIXES)}, or --output labels for a folder of trainId PNGs")
@@ -438,7 +460,7 @@ def _encoder_note(report: dict[str, Any]) -> str:
     if not encoder or report.get("output_codec") == "png":
         return ""
     padded = report.get("output_padded_to")
-    return f", {encoder}" + (f", padded to {padded['height']}x{padded['width']} for yuv420p" if padded else "")
+    return f", {encoder}" + (f", padded to {padded['height']}x{padded['width']} for 4:2:0" if padded else "")
 
 
 def _ms(value: float | None) -> str:

@@ -3,9 +3,10 @@
 MP4/MOV are written as H.264 (yuv420p) through PyAV, whose wheel bundles FFmpeg with libx264:
 OpenCV's pip wheel can only write mp4v (MPEG-4 Part 2), which browsers do not play. When PyAV or
 its libx264 is missing, OpenCV's mp4v is the fallback, and the writer says so (`encoder`). AVI is
-Motion-JPEG through OpenCV. yuv420p stores colour at half resolution, so H.264 needs even sides:
-an odd-sized frame is padded by one row/column (a copy of the edge, no resampling) and `padded`
-says so.
+Motion-JPEG through OpenCV. Every video codec here stores colour at half resolution (yuv420p,
+yuvj420p), so it needs even sides (OpenCV's writers silently drop an odd row and column): every
+video writer pads an odd-sized frame by one row/column (a copy of the edge, no resampling,
+`pad_to_even`) and its `describe()` says the size it wrote (`padded_to`).
 
 Every writer has `write(image, name)`, `close()` and `describe()`; `close()` raises when the
 encoder failed (a full disk, a broken stream), so the caller's output check never commits half a file.
@@ -23,8 +24,8 @@ import numpy as np
 from lrnnet._io import write_image
 from lrnnet.errors import InputError
 
-__all__ = ["OPENCV_CODECS", "VIDEO_SUFFIXES", "FrameWriter", "PngFolderWriter", "h264_available",
-           "open_video_writer"]
+__all__ = ["OPENCV_CODECS", "VIDEO_SUFFIXES", "FrameWriter", "PngFolderWriter", "even_size", "h264_available",
+           "open_video_writer", "pad_to_even"]
 
 H264_SUFFIXES = (".mp4", ".m4v", ".mov")
 OPENCV_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}  # fourcc per file type
@@ -50,6 +51,25 @@ def h264_available() -> bool:
     return "libx264" in av.codecs_available
 
 
+def even_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The (height, width) a video writer encodes a frame of `size` at: odd sides grown by one (yuv420)."""
+    height, width = size
+    return height + height % 2, width + width % 2
+
+
+def pad_to_even(image: np.ndarray) -> np.ndarray:
+    """`image` grown to `even_size` by repeating its last row and column; unchanged when already even."""
+    height, width = image.shape[:2]
+    if height % 2 == 0 and width % 2 == 0:
+        return image
+    return cv2.copyMakeBorder(image, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
+
+
+def _check_frame_size(image: np.ndarray, size: tuple[int, int], name: str) -> None:
+    if image.shape[:2] != size:
+        raise ValueError(f"frame {name} is {image.shape[1]}x{image.shape[0]}, the video is {size[1]}x{size[0]}")
+
+
 class PyAVH264Writer:
     """H.264 yuv420p in MP4/MOV through PyAV (libx264)."""
 
@@ -58,10 +78,8 @@ class PyAVH264Writer:
     def __init__(self, path: Path, target: Path, fps: float, size: tuple[int, int]) -> None:
         import av
 
-        height, width = size
         self.size = size
-        self.encoded_size = (height + height % 2, width + width % 2)
-        self._pad = (self.encoded_size[0] - height, self.encoded_size[1] - width)
+        self.encoded_size = even_size(size)
         rate = Fraction(fps).limit_denominator(1001)
         try:
             self._container = av.open(str(path), mode="w", format=_CONTAINERS[target.suffix.lower()])
@@ -82,17 +100,13 @@ class PyAVH264Writer:
 
     @property
     def padded(self) -> bool:
-        return self._pad != (0, 0)
+        return self.encoded_size != self.size
 
     def write(self, image: np.ndarray, name: str) -> None:
         import av
 
-        if image.shape[:2] != self.size:
-            raise ValueError(f"frame {name} is {image.shape[1]}x{image.shape[0]}, the video is "
-                             f"{self.size[1]}x{self.size[0]}")
-        if self.padded:
-            image = cv2.copyMakeBorder(image, 0, self._pad[0], 0, self._pad[1], cv2.BORDER_REPLICATE)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        _check_frame_size(image, self.size, name)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pad_to_even(image)), format="bgr24")
         frame.pts = self._frames
         self._frames += 1
         for packet in self._stream.encode(frame):
@@ -118,16 +132,18 @@ class OpenCVVideoWriter:
 
     def __init__(self, path: Path, target: Path, fps: float, size: tuple[int, int], reason: str = "") -> None:
         fourcc = OPENCV_CODECS[target.suffix.lower()]
-        height, width = size
-        self.size = self.encoded_size = size
+        self.size = size
+        self.encoded_size = even_size(size)  # mp4v and MJPG are 4:2:0 too: OpenCV would drop an odd side
         self.codec = {"mp4v": "mpeg4", "MJPG": "mjpeg"}[fourcc]
         self.encoder = f"{fourcc} (OpenCV{'; ' + reason if reason else ''})"
+        height, width = self.encoded_size
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (width, height))
         if not self._writer.isOpened():
             raise InputError(f"OpenCV cannot write a {fourcc} video to {target}")
 
     def write(self, image: np.ndarray, name: str) -> None:
-        self._writer.write(image)
+        _check_frame_size(image, self.size, name)
+        self._writer.write(pad_to_even(image))
 
     def close(self) -> None:
         self._writer.release()  # reports nothing: the caller's reopen-and-count check catches a bad file
@@ -172,5 +188,5 @@ def _description(codec: str, encoder: str, size: tuple[int, int], encoded: tuple
     info: dict[str, Any] = {"codec": codec, "encoder": encoder}
     if encoded != size:
         info["padded_to"] = {"height": encoded[0], "width": encoded[1],
-                             "why": "H.264 yuv420p needs even sides: edge pixels repeated, no resampling"}
+                             "why": f"{codec} 4:2:0 needs even sides: edge pixels repeated, no resampling"}
     return info

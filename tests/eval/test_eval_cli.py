@@ -49,7 +49,7 @@ def test_compare_prints_the_drop_table_and_writes_json(tiny_checkpoint, tiny_onn
     assert data["drops"][1]["miou_drop"] == pytest.approx(torch_report["miou"] - onnx_report["miou"])
     assert abs(data["drops"][1]["miou_drop"]) < 2e-3
     assert 0.0 <= onnx_report["miou"] <= 1.0 and onnx_report["images"] == 2
-    assert sorted(p.name for p in preds.iterdir()) == ["0_tiny", "1_lrnnet"]
+    assert sorted(p.name for p in preds.iterdir()) == [".lrnnet-output", "0_tiny", "1_lrnnet"]  # committed as one folder
     assert len(list((preds / "1_lrnnet").glob("*_pred_labelIds.png"))) == 2
 
 
@@ -141,3 +141,26 @@ def test_a_file_for_data_and_a_folder_for_model_are_named_as_such(tiny_onnx, syn
         f"Cityscapes root {tiny_onnx} is a file, not a folder")
     assert _bad(["--model", str(tmp_path), "--data", str(synthetic_root)], capsys).endswith(
         f"model file {tmp_path} is a directory, not a file")
+
+
+def test_save_predictions_replaces_only_its_own_folder_and_never_an_input(tiny_onnx, synthetic_root, tmp_path,
+                                                                          capsys):
+    """The predictions folder is one output, replaced as a whole: a rerun replaces lrnnet's own, while a folder of
+    someone else's files, or one holding an input (the model), is refused before anything runs."""
+    import shutil
+
+    preds = tmp_path / "preds"
+    argv = ["--model", str(tiny_onnx), "--data", str(synthetic_root), "--limit", "1", "--save-predictions"]
+    for _ in range(2):
+        assert main([*argv, str(preds)]) == 0
+    assert len(list(preds.glob("*_pred_labelIds.png"))) == 1
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main([*argv, str(theirs)]) == 2
+    assert "holds files lrnnet did not write" in capsys.readouterr().err
+    model = shutil.copy(tiny_onnx, preds / "m.onnx")
+    assert main(["--model", str(model), *argv[2:], str(preds)]) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert (theirs / "notes.txt").read_text() == "mine" and (preds / "m.onnx").is_file()

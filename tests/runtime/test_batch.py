@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from runtime_helpers import read_video
 
-from lrnnet._io import file_sha256
+from lrnnet._io import OUTPUT_MARKER, file_sha256
 from lrnnet.cli.infer import main
 from lrnnet.data.synthetic import write_synthetic_video
 from lrnnet.errors import InputError
@@ -264,13 +264,14 @@ def test_a_changed_output_is_redone_and_labels_folders_resume(local_ray, sources
     if hasattr(os, "sched_getaffinity"):  # not pinned by default: the actors run on every CPU Ray's node has
         assert all(entry["cpus"] == sorted(os.sched_getaffinity(0)) for entry in report["sources"])
     folder = tmp_path / "north_labels"
-    assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:06d}_trainIds.png" for i in range(FRAMES)]
+    assert sorted(p.name for p in folder.iterdir()) == [OUTPUT_MARKER] + [f"frame_{i:06d}_trainIds.png"
+                                                                          for i in range(FRAMES)]
 
     (folder / "frame_000003_trainIds.png").unlink()  # damaged after the run: no longer complete
     report = run_batch(good, tiny_onnx, tmp_path, options)
     assert (report["done"], report["skipped"]) == (1, 1)
     assert report["workers"] == 1  # one source to do: one actor, and the report says so
-    assert len(list(folder.iterdir())) == FRAMES
+    assert len(list(folder.glob("*.png"))) == FRAMES
 
 
 def test_list_file_with_comments_and_relative_paths(tmp_path):
@@ -324,6 +325,40 @@ def test_a_report_that_would_overwrite_a_file_of_the_job_is_refused(target, sour
     assert rc == 2 and stderr.strip().splitlines()[-1].startswith("lrnnet-infer: error:"), stderr
     assert {path: path.read_bytes() for path in before} == before
     assert not out.exists()
+
+
+def test_a_report_onto_a_list_file_of_sources_is_refused(sources, tiny_onnx, tmp_path):
+    """The list file is an input too: a report (or any other output of the job) onto it is refused before Ray starts."""
+    listing = _write(tmp_path / "clips.txt", f"{sources['north']}\n{sources['south']}\n")
+    for also in (listing, tmp_path / "." / "clips.txt"):
+        with pytest.raises(InputError, match="is the input"):
+            run_batch([listing], tiny_onnx, tmp_path / "out", also_writes=[also])
+    assert listing.read_text() == f"{sources['north']}\n{sources['south']}\n" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("inside", ["a source", "the model", "a list file", "someone else's file"])
+def test_a_labels_folder_of_the_job_never_replaces_inputs_or_foreign_files(inside, sources, tiny_onnx, tmp_path):
+    """Each labels folder is replaced as a whole when its source is redone: one that holds an input of the job, or
+    files lrnnet did not write, is refused before Ray starts, and everything in it is left as it was."""
+    out = tmp_path / "out"
+    folder = out / "north_labels"
+    folder.mkdir(parents=True)
+    north, model = sources["north"], Path(tiny_onnx)
+    specs: list[Path] = []
+    if inside == "a source":
+        north = _copy(north, folder / "north.mp4")
+    elif inside == "the model":
+        model = _copy(model, folder / "m.onnx")
+    elif inside == "a list file":
+        specs = [_write(folder / "more.txt", f"{sources['east']}\n")]
+    else:
+        _write(folder / "notes.txt", "mine")
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    options = BatchOptions(workers=1, pipeline=PipelineOptions(output_kind="labels", warmup=0))
+    expected = "holds files lrnnet did not write" if inside == "someone else's file" else "holds the input"
+    with pytest.raises(InputError, match=expected):
+        run_batch([north, sources["south"], *specs], model, out, options)
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before and sorted(out.iterdir()) == [folder]
 
 
 def test_an_output_dir_that_cannot_be_made_is_one_line(sources, tiny_onnx, tmp_path):

@@ -79,8 +79,8 @@ def test_checkpoint_labels_match_the_onnx_run(tiny_checkpoint, tiny_onnx, synthe
     rc, _, err = run(capsys, synthetic_video, "--model", tiny_onnx, "--output", "labels", "-o", tmp_path / "onnx",
                      "--max-frames", "3", "--warmup", "0")
     assert rc == 0, err
-    names = sorted(p.name for p in (tmp_path / "torch").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "onnx").iterdir()) and len(names) == 3
+    names = sorted(p.name for p in (tmp_path / "torch").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "onnx").glob("*.png")) and len(names) == 3
     for name in names:
         a = cv2.imread(str(tmp_path / "torch" / name), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "onnx" / name), cv2.IMREAD_UNCHANGED)
@@ -185,3 +185,84 @@ def test_one_source_names_its_output_as_a_batch_would(tiny_onnx, synthetic_video
     assert rc == 0, err
     assert (tmp_path / output_name(str(video), "overlay")).is_file()
     assert (tmp_path / output_name(str(video), "labels")).is_dir()
+
+
+@pytest.mark.parametrize("case", ["holds the video", "holds the model", "parent of the image folder",
+                                  "someone else's files"])
+def test_a_labels_folder_never_replaces_inputs_or_foreign_files(case, tiny_onnx, synthetic_video, tmp_path, capsys):
+    """--output labels replaces its folder as a whole: a folder holding an input, or files lrnnet did not write, is
+    refused before anything runs (one line, exit 2), and every file in it is left as it was."""
+    from lrnnet.data.synthetic import write_synthetic_demo_video
+
+    folder = tmp_path / "work"
+    folder.mkdir()
+    video, model = shutil.copy(synthetic_video, folder / "street.mp4"), tiny_onnx
+    if case == "holds the model":
+        video, model = synthetic_video, shutil.copy(tiny_onnx, folder / "model.onnx")
+    elif case == "parent of the image folder":
+        video = write_synthetic_demo_video(folder / "seq", size=TINY_SIZE, frames=2)
+    elif case == "someone else's files":
+        video = shutil.move(video, tmp_path / "street.mp4")
+        (folder / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    rc, _, err = run(capsys, video, "--model", model, "--output", "labels", "-o", folder, "--max-frames", "2")
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("lrnnet-infer: error: "), err
+    assert ("holds files lrnnet did not write" if case == "someone else's files" else "holds the input") in err
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_a_labels_folder_of_an_earlier_run_is_replaced(tiny_onnx, synthetic_video, tmp_path, capsys):
+    out = tmp_path / "labels"
+    for frames in ("3", "2"):  # the rerun replaces lrnnet's own folder as a whole
+        rc, _, err = run(capsys, synthetic_video, "--model", tiny_onnx, "--output", "labels", "-o", out,
+                         "--max-frames", frames, "--warmup", "0")
+        assert rc == 0, err
+    assert sorted(p.name for p in out.glob("*.png")) == [f"frame_{i:06d}_trainIds.png" for i in range(2)]
+
+
+@pytest.mark.parametrize("report", ["other.mp4", "report", "clips.txt"])
+def test_a_json_report_must_be_named_json(report, tiny_onnx, synthetic_video, tmp_path, capsys):
+    """--report other.mp4 (an existing video, not an input) would be overwritten by JSON: refused up front."""
+    target = tmp_path / report
+    target.write_bytes(b"not a report")
+    rc, _, err = run(capsys, synthetic_video, "--model", tiny_onnx, "--report", target, "-o", tmp_path / "o.mp4")
+    expected = f"lrnnet-infer: error: argument --report: a JSON output must end in .json, got '{target}' " \
+               "(see lrnnet-infer --help)"
+    assert rc == 2 and err.strip().splitlines() == [expected]
+    assert target.read_bytes() == b"not a report" and not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--fps", "0.0001"], "argument --fps: frame rate 0.0001 is out of range (0.01 to 1000 fps)"),
+    (["--fps", "1e9"], "argument --fps: frame rate 1e+09 is out of range (0.01 to 1000 fps)"),
+    (["--timeout", "3000"], "argument --timeout: timeout 3000 s is out of range (0.01 to 2147 s)"),
+    (["--timeout", "0"], "argument --timeout: timeout 0 s is out of range (0.01 to 2147 s)"),
+])
+def test_a_rate_or_timeout_the_encoders_or_ffmpeg_cannot_take_is_a_usage_error(argv, expected, tiny_onnx,
+                                                                               synthetic_video, tmp_path, capsys):
+    rc, _, err = run(capsys, synthetic_video, "--model", tiny_onnx, "-o", tmp_path / "o.mp4", *argv)
+    assert rc == 2 and err.strip().splitlines() == [f"lrnnet-infer: error: {expected} (see lrnnet-infer --help)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("99999999999999999999", "camera index 99999999999999999999 is out of range (0 to 99)"),
+    ("²", "source ² does not exist (a video file, an image folder, a camera index or a URL)"),
+])
+def test_a_camera_index_that_is_no_camera_is_one_line(source, expected, tiny_onnx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, source, "--model", tiny_onnx)
+    assert rc == 2 and err.strip().splitlines() == [f"lrnnet-infer: error: {expected}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_image_folder_with_two_images_of_one_stem_is_one_line(tiny_onnx, tmp_path, capsys):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for name in ("a.png", "a.jpg"):
+        cv2.imwrite(str(folder / name), np.full((32, 64, 3), 90, np.uint8))
+    rc, _, err = run(capsys, folder, "--model", tiny_onnx, "--output", "labels", "-o", tmp_path / "labels")
+    assert rc == 2 and err.strip().splitlines() == [
+        f"lrnnet-infer: error: image folder {folder} holds a.jpg and a.png: two frames named a; keep one of them"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]

@@ -13,11 +13,19 @@ import numpy as np
 import pytest
 from runtime_helpers import ConvRunner, read_video, street_frames
 
+from lrnnet._io import OUTPUT_MARKER
 from lrnnet.data.preprocess import colorize, overlay, resize_labels
 from lrnnet.data.synthetic import write_synthetic_demo_video
 from lrnnet.errors import InputError
 from lrnnet.runtime.sources import ImageFolderSource, PyAVSource, VideoFileSource, open_source
-from lrnnet.runtime.video import FRAME_IN_TO_OUT, STAGES, PipelineOptions, default_output, run_video
+from lrnnet.runtime.video import (
+    FRAME_IN_TO_OUT,
+    STAGES,
+    PipelineOptions,
+    default_output,
+    format_report,
+    run_video,
+)
 
 
 def expected_labels(runner, frame: np.ndarray) -> np.ndarray:
@@ -90,7 +98,7 @@ def test_image_folder_with_a_corrupt_frame_is_skipped_and_counted(tmp_path, capl
         logging.getLogger("lrnnet").removeHandler(caplog.handler)
     assert report["frames"] == 5 and report["frames_decoded"] == 5
     assert report["corrupt_frames_skipped"] == 1 and report["corrupt_frames"] == [images[3].stem]
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert written == sorted(f"{p.stem}_trainIds.png" for i, p in enumerate(images) if i != 3)
     assert any(images[3].stem in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
 
@@ -194,11 +202,23 @@ def test_an_existing_output_is_replaced_whole(synthetic_video, tmp_path):
     run_video(ConvRunner(), synthetic_video, out, PipelineOptions(max_frames=3))
     assert len(read_video(out)) == 3
     labels = tmp_path / "labels"
-    labels.mkdir()
+    run_video(ConvRunner(), synthetic_video, labels, PipelineOptions(output_kind="labels", max_frames=3))
     (labels / "stale.png").write_bytes(b"old")
+    # A labels folder lrnnet wrote (it holds OUTPUT_MARKER) is replaced as a whole by the next run.
     run_video(ConvRunner(), synthetic_video, labels, PipelineOptions(output_kind="labels", max_frames=2))
-    assert sorted(p.name for p in labels.iterdir()) == ["frame_000000_trainIds.png", "frame_000001_trainIds.png"]
+    assert sorted(p.name for p in labels.iterdir()) == [OUTPUT_MARKER, "frame_000000_trainIds.png",
+                                                        "frame_000001_trainIds.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "out.mp4"]
+
+
+def test_a_folder_lrnnet_did_not_write_is_never_replaced_by_labels(synthetic_video, tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "stale.png").write_bytes(b"old")
+    with pytest.raises(InputError, match="holds files lrnnet did not write"):
+        run_video(ConvRunner(), synthetic_video, theirs, PipelineOptions(output_kind="labels", max_frames=2))
+    assert sorted(p.name for p in theirs.iterdir()) == ["stale.png"] and (theirs / "stale.png").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs"]
 
 
 def test_damaged_bytes_in_the_middle_of_a_video_are_skipped_and_accounted_for(synthetic_video, tmp_path):
@@ -452,3 +472,84 @@ def test_a_runner_is_warmed_up_once_per_input_shape(synthetic_video, tmp_path):
     fresh.infer(np.zeros(batch_shape, np.float32))
     run_video(fresh, synthetic_video, tmp_path / "c.mp4", PipelineOptions(max_frames=3, warmup=2))
     assert fresh.runs_at(batch_shape) == 1 + 1 + 3  # one run before: the rest of the warm-up
+
+
+def _odd_video(path: Path, size=(63, 127), frames=3) -> Path:
+    """A lossless (FFV1) video of an odd size, so that nothing but the writer under test changes the size."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("ffv1", rate=17)
+        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "bgr0"
+        for index, image in enumerate(street_frames(size, frames)):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "h264"), [(".avi", False), (".mp4", True), (".mp4", False)],
+                         ids=["avi-mjpg", "mp4-h264", "mp4-mp4v"])
+def test_every_video_writer_pads_an_odd_size_and_says_so(suffix, h264, tmp_path, monkeypatch):
+    """63x127 was written 62x126 by OpenCV's MJPG (AVI) and mp4v: every writer now pads to even like H.264 does, the
+    report says the size written, and the file read back has it."""
+    from lrnnet.runtime import writers
+
+    if not h264:  # the fallback writer where PyAV's libx264 is missing
+        monkeypatch.setattr(writers, "h264_available", lambda: False)
+    source = _odd_video(tmp_path / "odd.mkv")
+    out = tmp_path / f"out{suffix}"
+    report = run_video(ConvRunner(), source, out, PipelineOptions(output_kind="mask", warmup=0))
+    assert report["resolution"] == {"height": 63, "width": 127}
+    assert report["output_padded_to"]["height"] == 64 and report["output_padded_to"]["width"] == 128
+    frames = read_video(out)
+    assert len(frames) == 3 and all(frame.shape == (64, 128, 3) for frame in frames)
+    assert "padded to 64x128" in format_report(report)
+
+
+@pytest.mark.parametrize("fps", [0.01, 0.5, 29.97, 12.3456789, 1000.0])
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_the_report_states_the_frame_rate_the_file_has(fps, suffix, synthetic_video, tmp_path):
+    import av
+
+    out = tmp_path / f"out{suffix}"
+    report = run_video(ConvRunner(), synthetic_video, out, PipelineOptions(fps=fps, max_frames=2, warmup=0))
+    with av.open(str(out)) as container:
+        written = float(container.streams.video[0].average_rate)
+    assert report["output_fps"] == pytest.approx(written, rel=1e-9) and written == pytest.approx(fps, rel=1e-3)
+
+
+@pytest.mark.parametrize("fps", [0.0001, 1e9, float("nan")])
+def test_an_output_rate_the_encoders_cannot_write_is_refused(fps):
+    with pytest.raises(InputError, match="out of range"):
+        PipelineOptions(fps=fps)
+
+
+def test_an_image_folder_with_two_images_of_one_stem_is_refused(tmp_path):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for name in ("a.png", "a.jpg", "b.png"):
+        cv2.imwrite(str(folder / name), np.full((8, 8, 3), 90, np.uint8))
+    with pytest.raises(InputError) as info:
+        ImageFolderSource(folder)
+    assert str(info.value) == f"image folder {folder} holds a.jpg and a.png: two frames named a; keep one of them"
+
+
+@pytest.mark.parametrize("spec", ["99999999999999999999", "100", "1" * 5000])
+def test_a_camera_index_out_of_range_is_bad_input(spec):
+    with pytest.raises(InputError, match=r"camera index \d+(\.\.\.)? is out of range \(0 to 99\)"):
+        open_source(spec)
+
+
+def test_a_unicode_digit_is_not_a_camera(tmp_path):
+    with pytest.raises(InputError, match="source ² does not exist"):
+        open_source("²")
+
+
+@pytest.mark.parametrize("timeout", [2148.0, 1e9, 0.0, float("nan")])
+def test_a_stream_timeout_ffmpeg_cannot_take_is_refused(timeout):
+    with pytest.raises(InputError, match="timeout .* is out of range"):
+        open_source("rtsp://127.0.0.1:9/x", timeout_s=timeout)
