@@ -114,7 +114,7 @@ def is_temp_name(name: str) -> bool:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: a number no pid can be (a forged name)
         return False
     except PermissionError:  # exists, owned by someone else
         return True
@@ -157,7 +157,7 @@ def clean_stale_temps_in(folder: Path, names: Iterable[str]) -> list[Path]:
 def _writer_gone(name: str, prefix: str) -> bool:
     """The temporary `name` (after `prefix` comes its writer's pid) was left by a process that has ended."""
     pid_text = name[len(prefix):].split("-", 1)[0]
-    return pid_text.isdigit() and not _pid_alive(int(pid_text))
+    return pid_text.isascii() and pid_text.isdigit() and not _pid_alive(int(pid_text))
 
 
 @contextlib.contextmanager

@@ -301,14 +301,16 @@ def test_stale_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path
     dead = tmp_path / f".out.json{TEMP_MARK}{_dead_pid()}-abcd.json"
     live = tmp_path / f".out.json{TEMP_MARK}{os.getpid()}-abcd.json"
     odd = tmp_path / f".out.json{TEMP_MARK}notapid-abcd.json"
+    unicode_digits = tmp_path / f".out.json{TEMP_MARK}²-abcd.json"  # a digit to isdigit, not to int()
+    no_pid_can_be = tmp_path / f".out.json{TEMP_MARK}{10**30}-abcd.json"  # os.kill raises OverflowError
     other = tmp_path / f".other.json{TEMP_MARK}{_dead_pid()}-abcd.json"
-    for path in (dead, live, odd, other):
+    for path in (dead, live, odd, unicode_digits, no_pid_can_be, other):
         path.write_text("{}")
     dead_dir = tmp_path / f".out.json{TEMP_MARK}{_dead_pid()}-ffff"
     dead_dir.mkdir()
     (dead_dir / "f").write_text("x")
-    assert sorted(clean_stale_temps(target)) == sorted([dead, dead_dir])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, odd, other))
+    assert sorted(clean_stale_temps(target)) == sorted([dead, dead_dir, no_pid_can_be])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, odd, unicode_digits, other))
     assert clean_stale_temps(tmp_path / "missing" / "x.json") == []
     write_json_atomic(tmp_path / "other.json", {})  # writing a target cleans its own stale temporaries
     assert not other.exists()

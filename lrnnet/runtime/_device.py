@@ -30,7 +30,7 @@ def parse_cuda_index(device: str) -> int:
     if device == "cuda":
         return 0
     prefix, _, index = device.partition(":")
-    if prefix != "cuda" or not index.isdigit():
+    if prefix != "cuda" or not (index.isascii() and index.isdigit()):  # "²" is a digit to isdigit, not to int
         raise InputError(f"unknown device '{device}'; use cpu, cuda or cuda:N")
     return int(index)
 

@@ -231,6 +231,9 @@ def test_onnxruntime_device_requests():
     assert index == 1 and providers[0][0] == "TensorrtExecutionProvider" and providers[-1] == "CPUExecutionProvider"
     with pytest.raises(InputError, match="unknown device"):
         providers_for("gpu0", ["CPUExecutionProvider"])
+    for unicode_digit in ("cuda:²", "tensorrt:١"):  # digits to str.isdigit, not to int()
+        with pytest.raises(InputError, match="unknown device"):
+            providers_for(unicode_digit, ["CUDAExecutionProvider", "CPUExecutionProvider"])
 
 
 def test_copied_model_runs_the_same(tiny_onnx, tmp_path, ort_runner):
