@@ -139,7 +139,8 @@ def read_sources(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
             if not path.is_file():
                 raise InputError(f"source list {path} does not exist")
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                # utf-8-sig: a list saved by Notepad and the like starts with a byte-order mark, not part of a name
+                lines = path.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 raise InputError(f"cannot read source list {path}: {exc}") from None
             for line in lines:

@@ -281,6 +281,11 @@ def test_list_file_with_comments_and_relative_paths(tmp_path):
                                                   "east.mp4"]
 
 
+def test_a_list_saved_with_a_byte_order_mark_names_its_first_source(tmp_path):
+    listing = _write(tmp_path / "sources.txt", "north.mp4\nsouth.mp4\n".encode("utf-8-sig"))
+    assert read_sources([listing]) == [str(tmp_path / "north.mp4"), str(tmp_path / "south.mp4")]
+
+
 def test_list_entries_urls_hashes_and_lists_of_lists(tmp_path):
     """A URL stays a URL (plan_jobs refuses it as a stream, not as a missing file); `#` inside a name is the name;
     a list naming a list (itself included) is refused."""
