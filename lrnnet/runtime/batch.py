@@ -109,8 +109,10 @@ class BatchOptions:
             raise InputError(f"workers must be at least 1, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads per worker must be at least 1, got {self.threads}")
-        if self.ray_address is not None and not self.ray_address.strip():
-            raise InputError("--ray-address is empty")
+        if self.ray_address is not None:
+            # Always, not only when Ray is joined: a rerun with every source complete never connects, and a
+            # typo would otherwise pass unseen.
+            check_ray_address_form(self.ray_address)
 
 
 @dataclass
@@ -512,17 +514,29 @@ def _import_ray() -> Any:
     return ray
 
 
+_ADDRESS = re.compile(r"(?:ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)"
+                      r":(?P<port>[0-9]{1,5})/?")
+
+
+def check_ray_address_form(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address (HOST:PORT, ray://HOST:PORT), None for "auto"; InputError for anything else."""
+    if address == "auto":
+        return None  # a cluster started on this machine (ray start --head): ray.init finds it or fails at once
+    match = _ADDRESS.fullmatch(address.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise InputError(f"--ray-address {address!r}: expected HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379), "
+                         "ray://HOST:PORT or auto")
+    return match["host"].strip("[]"), int(match["port"])
+
+
 def check_ray_address(address: str, timeout_s: float = _CONNECT_TIMEOUT_S) -> None:
     """A TCP connect to the cluster's address, so that a wrong one fails in seconds, not after ray.init's retries."""
-    if address == "auto":
-        return  # a cluster started on this machine (ray start --head): ray.init finds it or fails at once
-    host_port = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port_text = host_port.rpartition(":")
-    if not sep or not port_text.isdigit() or not host:
-        raise InputError(f"--ray-address {address}: expected HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379), "
-                         "ray://HOST:PORT or auto")
+    host_port = check_ray_address_form(address)
+    if host_port is None:
+        return
+    host, port = host_port
     try:
-        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))

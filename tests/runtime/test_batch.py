@@ -234,6 +234,30 @@ def test_rerun_skips_the_four_complete_outputs_without_rewriting_them(first_run,
     assert _mtimes(out) == before
 
 
+@pytest.mark.parametrize("address", ["not an address!", "10.0.0.5", "host:0", "host:99999", "http://host:6379",
+                                     "a b:6379", ":6379"])
+def test_a_malformed_ray_address_is_refused_even_when_every_source_is_complete(address, first_run, sources,
+                                                                               tiny_onnx, capsys):
+    """The rerun would skip everything and never connect: the address's form is checked up front all the same."""
+    _, _, _, out, _ = first_run
+    before = _mtimes(out)
+    good = [sources[name] for name in GOOD]
+    rc, _, stderr = _cli(*good, "--model", tiny_onnx, "--output-dir", out, "--ray-address", address, capsys=capsys)
+    assert rc == 2 and stderr.strip().splitlines() == [
+        f"lrnnet-infer: error: --ray-address {address!r}: expected HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379), "
+        "ray://HOST:PORT or auto"], stderr
+    assert _mtimes(out) == before
+
+
+def test_well_formed_ray_addresses_are_accepted():
+    from lrnnet.runtime.batch import check_ray_address_form
+
+    assert check_ray_address_form("auto") is None
+    assert check_ray_address_form("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert check_ray_address_form("ray://head.example.com:10001") == ("head.example.com", 10001)
+    assert check_ray_address_form("[::1]:6379") == ("::1", 6379)
+
+
 def test_a_marker_of_another_model_source_or_setting_is_not_complete(first_run, sources, tiny_onnx, tmp_path):
     _, _, _, out, _ = first_run
     def settings(**changes):
