@@ -40,6 +40,15 @@ def rewrite_metadata(source: Path, target: Path, **changes) -> Path:
     return target
 
 
+def checkpoint_validated_at(checkpoint: Path, target: Path, size: tuple[int, int]) -> Path:
+    """A copy of `checkpoint` recording, as lrnnet-train does, that it was trained and validated at `size`."""
+    from lrnnet.models import load_checkpoint, save_checkpoint
+    from lrnnet.models.checkpoint import SIZES_KEY
+
+    save_checkpoint(target, load_checkpoint(checkpoint), **{SIZES_KEY: {"train_size": list(size), "val_size": list(size)}})
+    return target
+
+
 def read_video(path: Path) -> list[np.ndarray]:
     """Every frame OpenCV decodes from `path`."""
     import cv2

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import read_video
+from runtime_helpers import checkpoint_validated_at, read_video
 
 from lrnnet._io import file_sha256
 from lrnnet.cli.infer import main
@@ -295,6 +295,21 @@ def test_a_changed_output_is_redone_and_labels_folders_resume(local_ray, sources
     assert (report["done"], report["skipped"]) == (1, 1)
     assert report["workers"] == 1  # one source to do: one actor, and the report says so
     assert len(list(folder.iterdir())) == FRAMES
+
+
+@pytest.mark.slow
+def test_a_checkpoint_runs_at_the_size_it_records_in_a_batch_too(local_ray, sources, tiny_checkpoint, tmp_path,
+                                                                 capsys):
+    """No --size: the batch runs a .pth at the size it was validated at, as the single path does (one rule)."""
+    model = checkpoint_validated_at(tiny_checkpoint, tmp_path / "small.pth", (32, 64))
+    out = tmp_path / "out"
+    rc, stdout, stderr = _cli(sources["north"], sources["south"], "--model", model, "--output-dir", out,
+                              "--max-frames", "1", "--warmup", "0", capsys=capsys)
+    assert rc == 0, stderr
+    assert "Size: 32x64 (the size it was validated at" in stdout
+    for name in ("north", "south"):
+        marker = json.loads((out / f"{name}_seg.mp4.json").read_text())
+        assert marker["report"]["input_size"] == [32, 64] and marker["settings"]["runner"] == {"size": [32, 64]}
 
 
 def test_list_file_with_comments_and_relative_paths(tmp_path):

@@ -9,7 +9,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import TINY_SIZE, read_video, rewrite_metadata
+from runtime_helpers import TINY_SIZE, checkpoint_validated_at, read_video, rewrite_metadata
 
 from lrnnet.cli.infer import main
 from lrnnet.data.preprocess import overlay, resize_labels
@@ -185,3 +185,13 @@ def test_one_source_names_its_output_as_a_batch_would(tiny_onnx, synthetic_video
     assert rc == 0, err
     assert (tmp_path / output_name(str(video), "overlay")).is_file()
     assert (tmp_path / output_name(str(video), "labels")).is_dir()
+
+
+def test_a_checkpoint_runs_at_the_size_it_records_without_size(tiny_checkpoint, synthetic_video, tmp_path, capsys):
+    """No --size: the size the checkpoint was validated at (as lrnnet-eval and lrnnet-export pick it), said once."""
+    model = checkpoint_validated_at(tiny_checkpoint, tmp_path / "small.pth", (64, 128))
+    rc, out, err = run(capsys, synthetic_video, "--model", model, "--output", "labels", "-o", tmp_path / "labels",
+                       "--max-frames", "1", "--warmup", "0", "--report", tmp_path / "r.json")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["input_size"] == [64, 128]
+    assert "Size: 64x128 (the size it was validated at; --size sets another)" in out
