@@ -787,6 +787,8 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     # input before anything is written; the actors then load the very bytes checked (same SHA-256) without
     # importing `onnx`, whose ml_dtypes alone takes 0.5 s of each actor's start.
     model_info = read_model_info(model) if backend == "onnxruntime" else None
+    if backend == "torch":
+        _check_checkpoint(model, options.runner_options)
     settings = output_settings(options, backend)
 
     skipped: dict[int, dict[str, Any]] = {}
@@ -802,6 +804,10 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
         logger.info("Skipped %d already complete (a done-marker matches source, model and settings)", len(skipped))
     for job in todo:
         _refuse_foreign_output(job)
+    if todo:  # a folder no output can be written to is bad input now, not a failure of every source on Ray
+        kind_is_folder = options.pipeline.output_kind == "labels"
+        check_writable(todo[0].output if output_dir.is_dir() else output_dir,
+                       directory=kind_is_folder or not output_dir.is_dir(), what="output")
     if todo and options.workers > len(todo):  # an actor with no source would only start and stop
         logger.info("%d workers asked for %d sources to segment: %d workers", options.workers, len(todo), len(todo))
         options = dataclasses.replace(options, workers=len(todo))
@@ -851,6 +857,15 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
         if created_dir and not any(output_dir.iterdir()):  # made by this run, and nothing committed in it
             output_dir.rmdir()
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
+
+
+def _check_checkpoint(model: Path, runner_options: dict[str, Any]) -> None:
+    """Open a .pth once here, on the CPU, as every actor will (the runner factory's checks: a corrupt checkpoint,
+    a size that is not a multiple of the model's stride), so that a bad one is bad input before Ray starts."""
+    from lrnnet.runtime.factory import open_runner
+
+    with open_runner(model, backend="torch", device="cpu", **runner_options):
+        pass
 
 
 def _refuse_foreign_output(job: SourceJob) -> None:

@@ -3,6 +3,7 @@ reruns that skip finished work, the batch report, and bad input that fails at on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -415,6 +416,39 @@ def test_bad_input_is_exit_2_and_no_output(case, sources, tiny_onnx, tmp_path):
     lines = stderr.strip().splitlines()
     assert lines and lines[-1].startswith("lrnnet-infer: error:") and "Traceback" not in stderr
     assert not out.exists() and not (tmp_path / "missing").exists() and not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize("case", ["read-only output-dir", "corrupt checkpoint", "size off the stride"])
+def test_a_bad_output_dir_model_or_size_fails_before_ray_starts(case, sources, tiny_checkpoint, tmp_path):
+    """A real process: one line and exit 2 before a Ray is started (no Ray temp folder), nothing created; these
+    were found by every source on Ray, each failing with the same reason."""
+    from disk_helpers import mounted
+
+    ray_temp = Path(f"/tmp/lrnnet_pre_{os.getpid()}")  # the job's Ray would make it (short: Ray's sockets)
+    out, model, extra = tmp_path / "out", tiny_checkpoint, ["--size", "64x128"]
+    if case == "read-only output-dir":
+        out.mkdir()
+        stack = mounted(["-t", "tmpfs", "-o", "size=1m,ro", "tmpfs"], out)
+    else:
+        stack = contextlib.nullcontext(out)
+        if case == "corrupt checkpoint":
+            model = _write(tmp_path / "cut.pth", Path(tiny_checkpoint).read_bytes()[:5000])
+        else:
+            extra = ["--size", "100x100"]
+    with stack:
+        result = subprocess.run([sys.executable, "-m", "lrnnet.cli.infer", str(sources["north"]), str(sources["south"]),
+                                 "--model", str(model), *extra, "--output-dir", str(out), "--no-progress"],
+                                env={**os.environ, "RAY_TMPDIR": str(ray_temp)}, check=False, capture_output=True,
+                                text=True, timeout=120)
+        try:
+            assert result.returncode == 2, result.stderr
+            lines = result.stderr.strip().splitlines()  # info lines (the thread plan), then the one error
+            assert lines[-1].startswith("lrnnet-infer: error: ") and "Traceback" not in result.stderr
+            assert not [line for line in lines[:-1] if "error" in line or line.startswith("failed")], result.stderr
+            assert not ray_temp.exists(), "a Ray was started for bad input"
+            assert (list(out.iterdir()) == []) if case == "read-only output-dir" else not out.exists()
+        finally:
+            shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def test_unreachable_ray_address_fails_within_seconds(sources, tiny_onnx, tmp_path):
