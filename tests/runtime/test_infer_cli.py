@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 
 import cv2
@@ -195,3 +196,44 @@ def test_a_checkpoint_runs_at_the_size_it_records_without_size(tiny_checkpoint, 
     assert rc == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["input_size"] == [64, 128]
     assert "Size: 64x128 (the size it was validated at; --size sets another)" in out
+
+
+def fake_built_engine(tiny_onnx, path, mtime):
+    """`tiny_onnx` copied as an ONNX Runtime engine with its sidecar (what lrnnet-build-engine leaves), dated."""
+    import dataclasses
+    import os
+
+    from lrnnet._io import file_sha256
+    from lrnnet.engine.sidecar import EngineSidecar, write_sidecar
+    from lrnnet.export.metadata import read_model_info
+
+    shutil.copy(tiny_onnx, path)
+    write_sidecar(path, EngineSidecar(backend="onnxruntime", precision="fp32", source_onnx=str(tiny_onnx),
+                                      source_sha256=file_sha256(tiny_onnx), input_profile={},
+                                      model_info=dataclasses.asdict(read_model_info(tiny_onnx)),
+                                      target="onnxruntime"))
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated engine", "unreadable sidecar"])
+def test_a_damaged_newest_engine_is_refused_not_replaced_by_an_older_one(damage, tiny_onnx, synthetic_video,
+                                                                         tmp_path, capsys, monkeypatch):
+    from lrnnet.cli.infer import default_model
+    from lrnnet.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    fake_built_engine(tiny_onnx, tmp_path / "lrnnet_fp32.onnx", 1_000_000)
+    newest = fake_built_engine(tiny_onnx, tmp_path / "lrnnet_int8.onnx", 2_000_000)
+    if damage == "truncated engine":
+        newest.write_bytes(newest.read_bytes()[:1000])
+        os.utime(newest, (2_000_000, 2_000_000))
+    else:
+        newest.with_name(newest.name + ".json").write_text("{not json")
+    with pytest.raises(InputError, match=r"the newest built engine here, lrnnet_int8\.onnx, is damaged"):
+        default_model(tmp_path.relative_to(tmp_path))
+    before = set(tmp_path.rglob("*"))
+    rc, out, err = run(capsys, synthetic_video, "-o", "out.mp4", "--max-frames", "1")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "lrnnet_int8.onnx, is damaged" in lines[0], err
+    assert set(tmp_path.rglob("*")) == before
