@@ -137,7 +137,19 @@ def _body(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_json_atomic(args.report, report)
         print(f"Report: {args.report}")
+    if report["damage"]:
+        # Returned, not raised: the output keeps the frames that decoded (and the report stays), said as bad input.
+        return _error(f"{report['source']}: {report['damage']}; {report['output']} keeps the {report['frames']} "
+                      "that decoded")
     return 0
+
+
+def _error(message: str) -> int:
+    """One `prog: error:` line, exit 2, for a run that kept its outputs (run_command's form, without a raise)."""
+    import sys
+
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _is_batch(args: argparse.Namespace) -> bool:
@@ -170,8 +182,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _batch_body(args: argparse.Namespace) -> int:
-    import sys
-
     from lrnnet._io import write_json_atomic
     from lrnnet.runtime.batch import BatchOptions, format_batch_summary, run_batch
     from lrnnet.runtime.sources import quiet_video_logs
@@ -195,11 +205,15 @@ def _batch_body(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_json_atomic(args.report, report)
         print(f"Report: {args.report}")
-    if report["failed"]:
+    total = report["sources_total"]
+    problems = [f"{report['failed']} of {total} sources failed"] * bool(report["failed"]) + \
+        [f"{report['damaged']} of {total} sources are damaged (their outputs keep the frames that decoded)"] * \
+        bool(report["damaged"])
+    if problems:
         # Returned, not raised: the outputs of the sources that worked (and the report) stay committed.
-        print(f"{PROG}: error: {report['failed']} of {report['sources_total']} sources failed (listed above); "
-              "a rerun retries them and skips the rest", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        rerun = "a rerun retries the failed ones and skips the rest" if report["failed"] and report["damaged"] else \
+            "a rerun retries them and skips the rest" if report["failed"] else "a rerun skips them and says so again"
+        return _error(f"{'; '.join(problems)} (listed above); {rerun}")
     return 0
 
 

@@ -458,8 +458,9 @@ class _SegmentWorker:
             except BaseException:  # an output without its marker would be redone anyway: a failed source leaves none
                 remove_output(output)
                 raise
-            return {**result, "status": "done", "error": None, **summary, "finished_at": time.time(),
-                    "cpu_s": time.process_time() - cpu_start}
+            # A damaged source (a truncated file) keeps its output and marker, and says so: status "damaged".
+            return {**result, "status": "damaged" if summary["damage"] else "done", "error": summary["damage"],
+                    **summary, "finished_at": time.time(), "cpu_s": time.process_time() - cpu_start}
         except Exception as exc:  # noqa: BLE001 - a failed source is a result, not the end of the job
             return {**result, "status": "failed", "error": _one_line(exc, source), "finished_at": time.time()}
         finally:
@@ -502,7 +503,7 @@ def _source_summary(report: dict[str, Any]) -> dict[str, Any]:
     return {"frames": report["frames"], "fps": report["end_to_end_fps"], "model_fps": report["model_fps"],
             "wall_s": report["wall_s"], "device": report["device"],
             "latency_ms": {key: in_to_out.get(f"{key}_ms") for key in ("mean", "p50", "p90", "p99")},
-            "corrupt_frames_skipped": report["corrupt_frames_skipped"]}
+            "corrupt_frames_skipped": report["corrupt_frames_skipped"], "damage": report["damage"]}
 
 
 # -- Ray (driver) ------------------------------------------------------------------------------------------
@@ -795,8 +796,10 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     for job in jobs:
         marker = is_complete(job, model_sha256, settings)
         if marker is not None:
+            # A damaged source's marker says so: skipped like any complete output, and reported again as damaged.
+            damage = marker.get("damage")
             skipped[job.index] = {"index": job.index, "source": job.source, "output": str(job.output),
-                                  "status": "skipped", "error": None,
+                                  "status": "damaged" if damage else "skipped", "error": damage, "skipped": True,
                                   **{key: marker.get(key) for key in ("frames", "fps", "model_fps", "latency_ms",
                                                                       "device", "wall_s")}}
     todo = [job for job in jobs if job.index not in skipped]
@@ -1070,6 +1073,8 @@ def _finished_line(result: dict[str, Any]) -> str:
     if result["status"] == "failed":
         return f"failed  {result['source']}: {result['error']}"
     fps = f", {result['fps']:.1f} FPS" if result.get("fps") else ""
+    if result["status"] == "damaged":
+        return f"damaged {result['source']}: {result['error']}; {result['frames']} frames{fps} -> {result['output']}"
     return f"done    {result['source']}: {result['frames']} frames{fps} -> {result['output']}"
 
 
@@ -1078,7 +1083,8 @@ def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], opt
     entries = [results[job.index] for job in jobs]
     for entry in entries:
         entry.pop("index", None)
-    done = [e for e in entries if e["status"] == "done"]
+    # Segmented in this run: done, or damaged (the output keeps the frames that decoded); not reused from a marker.
+    done = [e for e in entries if e["status"] in ("done", "damaged") and not e.get("skipped")]
     frames = sum(e.get("frames") or 0 for e in done)
     devices = sorted({e["device"] for e in done if e.get("device")})
     # From the first source started to the last one finished: the job's wall time less Ray's and the actors'
@@ -1095,7 +1101,8 @@ def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], opt
         "host": platform.node(),
         "device": ", ".join(devices) if devices else None,
         "sources_total": len(entries),
-        "done": len(done),
+        "done": sum(e["status"] == "done" for e in entries),
+        "damaged": sum(e["status"] == "damaged" for e in entries),  # outputs kept; on a rerun from their markers
         "failed": sum(e["status"] == "failed" for e in entries),
         "skipped": sum(e["status"] == "skipped" for e in entries),
         "total_frames": frames,  # segmented in this run (skipped sources not counted)
@@ -1110,13 +1117,15 @@ def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], opt
 
 def format_batch_summary(report: dict[str, Any]) -> str:
     """A few lines: counts, aggregate speed, and each failed source with its reason."""
-    lines = [(f"Sources    {report['sources_total']}: {report['done']} done, {report['failed']} failed, "
+    damaged = f"{report['damaged']} damaged, " if report["damaged"] else ""
+    lines = [(f"Sources    {report['sources_total']}: {report['done']} done, {damaged}{report['failed']} failed, "
               f"{report['skipped']} skipped already complete")]
-    if report["done"]:
+    if report["total_frames"]:
         lines.append(f"Frames     {report['total_frames']} in {report['wall_s']:.2f} s: "
                      f"{report['frames_per_s']:.1f} frames/s with {report['workers']} workers x "
                      f"{count_text(report['threads_per_worker'])} ({report['device']})")
     if report["ray_address"]:
         lines.append(f"Ray        {report['ray_address']}")
-    lines += [f"Failed     {e['source']}: {e['error']}" for e in report["sources"] if e["status"] == "failed"]
+    lines += [f"{e['status'].capitalize():<11}{e['source']}: {e['error']}" for e in report["sources"]
+              if e["status"] in ("failed", "damaged")]
     return "\n".join(lines)

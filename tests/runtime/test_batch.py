@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import checkpoint_validated_at, read_video
+from runtime_helpers import checkpoint_validated_at, read_video, write_truncated_video
 
 from lrnnet._io import file_sha256
 from lrnnet.cli.infer import main
@@ -311,6 +311,34 @@ def test_a_checkpoint_runs_at_the_size_it_records_in_a_batch_too(local_ray, sour
     for name in ("north", "south"):
         marker = json.loads((out / f"{name}_seg.mp4.json").read_text())
         assert marker["report"]["input_size"] == [32, 64] and marker["settings"]["runner"] == {"size": [32, 64]}
+
+
+def test_a_truncated_source_is_damaged_kept_and_reported_again_on_a_rerun(local_ray, sources, tiny_onnx, tmp_path,
+                                                                          capsys):
+    """30 frames listed, 1 decodes: its output keeps that frame, its line, the summary and the report say
+    "damaged" with the reason, and the command exits 2; the rerun skips it from its done-marker and says it again
+    (it was "done", exit 0, and skipped silently)."""
+    cut = write_truncated_video(tmp_path / "cut.mp4")
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    note = "29 of 30 listed frames could not be decoded (damaged file?)"
+    for run in ("first", "rerun"):
+        rc, stdout, stderr = _cli(cut, sources["north"], "--model", tiny_onnx, "--output-dir", out, "--warmup", "0",
+                                  "--report", report_path, capsys=capsys)
+        assert rc == 2, (run, stderr)
+        assert stderr.strip().splitlines()[-1] == (
+            "lrnnet-infer: error: 1 of 2 sources are damaged (their outputs keep the frames that decoded) (listed "
+            "above); a rerun skips them and says so again"), (run, stderr)
+        assert f"Damaged    {cut}: {note}" in stdout and "1 damaged" in stdout, (run, stdout)
+        report = json.loads(report_path.read_text())
+        entry = report["sources"][0]
+        assert (entry["status"], entry["error"], entry["frames"]) == ("damaged", note, 1), (run, entry)
+        assert report["damaged"] == 1 and report["failed"] == 0
+        assert (report["done"], report["skipped"]) == ((1, 0) if run == "first" else (0, 1)), (run, report)
+        assert len(read_video(out / "cut_seg.mp4")) == 1
+        # Its line as it finishes (a log line here: no terminal); on the rerun it is not segmented again.
+        finished = [line for line in stderr.splitlines() if line.startswith(f"damaged {cut}: {note}; 1 frames")]
+        assert len(finished) == (run == "first"), (run, stderr)
+    assert entry.get("skipped") is True
 
 
 def test_list_file_with_comments_and_relative_paths(tmp_path):

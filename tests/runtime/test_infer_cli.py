@@ -10,7 +10,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import TINY_SIZE, checkpoint_validated_at, read_video, rewrite_metadata
+from runtime_helpers import TINY_SIZE, checkpoint_validated_at, read_video, rewrite_metadata, write_truncated_video
 
 from lrnnet.cli.infer import main
 from lrnnet.data.preprocess import overlay, resize_labels
@@ -237,3 +237,19 @@ def test_a_damaged_newest_engine_is_refused_not_replaced_by_an_older_one(damage,
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "lrnnet_int8.onnx, is damaged" in lines[0], err
     assert set(tmp_path.rglob("*")) == before
+
+
+def test_a_truncated_video_keeps_its_frames_and_exits_2_saying_so(tiny_onnx, tmp_path, capsys):
+    """30 frames listed, 1 decodes (FFmpeg ends without an error): the output and report keep that frame, both
+    say it, and the command exits 2 with one line (it was 'done', exit 0, and only a log warning)."""
+    video = write_truncated_video(tmp_path / "cut.mp4")
+    rc, out, err = run(capsys, video, "--model", tiny_onnx, "--warmup", "0", "--report", tmp_path / "r.json")
+    note = "29 of 30 listed frames could not be decoded (damaged file?)"
+    assert rc == 2
+    lines = err.strip().splitlines()  # info lines (the thread plan, the runner), then the one error
+    assert lines[-1] == f"lrnnet-infer: error: {video}: {note}; {tmp_path / 'cut_seg.mp4'} keeps the 1 that decoded"
+    assert not [line for line in lines[:-1] if "error" in line or "damaged" in line], err
+    assert f"Damaged    {note}" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["damage"] == note and report["frames"] == 1 and report["frames_expected"] == 30
+    assert len(read_video(tmp_path / "cut_seg.mp4")) == 1
