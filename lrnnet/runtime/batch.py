@@ -637,13 +637,29 @@ def _stop_signals_recorded(ray: Any) -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    utils, constants = ray._private.utils, ray._private.ray_constants
-    patched = {(utils, "set_sigterm_handler"): lambda handler: None,
-               (constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"): True}
+    utils, constants, services = ray._private.utils, ray._private.ray_constants, ray._private.services
+    patched: dict[tuple[Any, str], Any] = {(utils, "set_sigterm_handler"): lambda handler: None,
+                                           (constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"): True}
+    if isinstance(getattr(services, "ConsolePopen", None), type):
+        # Ray's processes in a session of their own: a SIGTERM to the command's process group (a supervisor, a
+        # `kill -- -PGID`) killed the GCS and raylet too, and the driver's core worker then ended the process (exit
+        # 1, a Ray log line, no account of what was kept). Only the driver gets it now, and stops Ray itself; they
+        # still die with it (Ray's fate sharing), and Ray already keeps Ctrl-C off them.
+        class _OwnSession(services.ConsolePopen):  # type: ignore[misc, name-defined]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.setdefault("start_new_session", True)
+                super().__init__(*args, **kwargs)
+
+        patched[(services, "ConsolePopen")] = _OwnSession
     originals = {key: getattr(*key) for key in patched if hasattr(*key)}  # Ray moved them: left as they are
 
     def stop(signum: int, frame: Any) -> None:
         received.append(signum)
+        if len(received) == 1 and _in_core_worker_start(frame):
+            # Raised there, it leaves the driver's core worker half made (its C++ constructor calls back into
+            # Python), and the process crashed at exit (SIGSEGV after our line): recorded, and acted on as soon as
+            # ray.init returns, a second one at once.
+            return
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     def unraisable(info: Any) -> None:  # the stop raised where Python can only print it: recorded, so quiet
@@ -664,6 +680,16 @@ def _stop_signals_recorded(ray: Any) -> Iterator[list[int]]:
         for signum, handler in handlers.items():
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+def _in_core_worker_start(frame: Any) -> bool:
+    """Whether `frame` runs inside ray.init's `connect`, which builds this process's core worker."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "connect" and code.co_filename.replace(os.sep, "/").endswith("ray/_private/worker.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _current_address(ray: Any) -> str:
@@ -820,12 +846,12 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     created_dir = False
     threads = options.threads or 1
     startup_s = wall_s = 0.0
+    unwinding: BaseException | None = None
     try:
         if todo:
             from lrnnet._threads import usable_cpus
 
             start = time.perf_counter()
-            created_dir = make_output_dir(output_dir)
             cpus = usable_cpus()
             if options.ray_address is None and options.workers * (options.threads or 1) > cpus:
                 logger.warning("%d workers x %s on %d usable CPUs: they will take turns (oversubscribed)",
@@ -837,6 +863,9 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             startup_s = time.perf_counter() - start
             logger.info("Ray %s: %d workers x %s on %d CPUs", session.address, options.workers, count_text(threads),
                         cluster_cpus if options.ray_address is not None else cpus)
+            # Made once Ray runs, not before: a run that ends while Ray starts (stopped, or Ray's own exit when
+            # its processes die) leaves no empty folder behind.
+            created_dir = make_output_dir(output_dir)
             start = time.perf_counter()
             results.update(_execute(session.ray, todo, model, backend, model_sha256, model_info, options, threads))
             wall_s = time.perf_counter() - start
@@ -846,10 +875,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
         # their clean-up does not run after ray.shutdown.
         traceback.clear_frames(exc.__traceback__)
         gc.collect()
-        if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: what was committed stays, and the user is told
-            kept = sum(is_complete(job, model_sha256, settings) is not None for job in todo) + len(skipped)
-            add_note(exc, f"{kept} of {len(jobs)} outputs are complete and kept; a rerun skips them" if kept
-                     else "no output was written")
+        unwinding = exc
         raise
     finally:
         if session is not None:
@@ -857,9 +883,21 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             # Stopped midway (Ctrl-C, SIGTERM, an error) or a worker killed: its temporaries go. Committed outputs
             # stay (a rerun skips them).
             _clean_worker_temps(output_dir, todo, _TEMPS_WAIT_S)
+        if unwinding is not None:
+            _note_kept(unwinding, jobs, todo, len(skipped), model_sha256, settings)
         if created_dir and not any(output_dir.iterdir()):  # made by this run, and nothing committed in it
             output_dir.rmdir()
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
+
+
+def _note_kept(exc: BaseException, jobs: list[SourceJob], todo: list[SourceJob], skipped: int, model_sha256: str,
+               settings: dict[str, Any]) -> None:
+    """Say on the exception what the job kept, counted once its workers have ended (a worker still writing when
+    the stop came may commit after it): run_command reports a stop with it, whatever the stop made unwind (Ctrl-C
+    itself, or the Ray error it caused)."""
+    kept = sum(is_complete(job, model_sha256, settings) is not None for job in todo) + skipped
+    add_note(exc, f"{kept} of {len(jobs)} outputs are complete and kept; a rerun skips them and does the rest"
+             if kept else "no output was written")
 
 
 def _check_checkpoint(model: Path, runner_options: dict[str, Any]) -> None:

@@ -745,6 +745,46 @@ def test_a_stopped_job_unwinds_with_one_line_and_leaves_nothing(signame, status,
         shutil.rmtree(ray_temp, ignore_errors=True)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's Ray processes through /proc (Linux)")
+def test_a_job_stopped_with_its_process_group_says_what_it_kept(long_videos, sources, tiny_onnx, tmp_path):
+    """SIGTERM to the command's whole process group (a supervisor, `kill -- -PGID`) once a short source is
+    committed while a long one runs: exit 143 and one line counting the outputs really kept, counted after the
+    workers ended. Ray's processes shared the group: the GCS and raylet died with it and the driver's core worker
+    ended the process (exit 1, a Ray log line, no account), or the count was taken while workers still wrote."""
+    import re
+    import signal
+
+    ray_temp = Path(f"/tmp/lrnnet_grp_{os.getpid()}")
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_TMPDIR": str(ray_temp), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen([sys.executable, "-m", "lrnnet.cli.infer", str(long_videos[0]), str(sources["north"]),
+                            str(sources["south"]), "--model", str(tiny_onnx), "--output-dir", str(out),
+                            "--no-progress"], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.poll() is None and not (
+                out.is_dir() and any(p.name.endswith(".json") for p in out.iterdir())):
+            time.sleep(0.02)
+        assert job.poll() is None, "the job ended before a source was committed"
+        os.killpg(job.pid, signal.SIGTERM)
+        _, stderr = job.communicate(timeout=60)
+        assert job.returncode == 143, stderr
+        last = stderr.strip().splitlines()[-1]
+        found = re.fullmatch(r"lrnnet-infer: error: terminated by SIGTERM; (\d) of 3 outputs are complete and kept; "
+                             r"a rerun skips them and does the rest", last)
+        assert found, stderr
+        assert int(found[1]) == sum(p.name.endswith(".json") for p in out.iterdir()) >= 1, sorted(out.iterdir())
+        assert "lost objects" not in stderr and "Traceback" not in stderr, stderr
+        time.sleep(1)
+        assert _processes_of(ray_temp) == [], "processes of the job's Ray are still running"
+    finally:
+        if job.poll() is None:
+            job.kill()
+        _kill_cluster(ray_temp)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
 def _processes_of(temp_dir: Path) -> list[str]:
     found = []
     for entry in Path("/proc").iterdir():
