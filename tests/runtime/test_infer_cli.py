@@ -10,7 +10,13 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import TINY_SIZE, checkpoint_validated_at, read_video, rewrite_metadata, write_truncated_video
+from runtime_helpers import (
+    TINY_SIZE,
+    checkpoint_validated_at,
+    read_video,
+    rewrite_metadata,
+    write_truncated_video,
+)
 
 from lrnnet.cli.infer import main
 from lrnnet.data.preprocess import overlay, resize_labels
@@ -233,7 +239,7 @@ def test_a_damaged_newest_engine_is_refused_not_replaced_by_an_older_one(damage,
     with pytest.raises(InputError, match=r"the newest built engine here, lrnnet_int8\.onnx, is damaged"):
         default_model(tmp_path.relative_to(tmp_path))
     before = set(tmp_path.rglob("*"))
-    rc, out, err = run(capsys, synthetic_video, "-o", "out.mp4", "--max-frames", "1")
+    rc, _, err = run(capsys, synthetic_video, "-o", "out.mp4", "--max-frames", "1")
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "lrnnet_int8.onnx, is damaged" in lines[0], err
     assert set(tmp_path.rglob("*")) == before
