@@ -958,31 +958,32 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
     lost = jobs
     refresher = _BarRefresher(bar, counter, results, listed)
     try:
-        # First try: two sources in flight per actor, so that the next one already waits on the actor when the
-        # last one ends (handed over by Ray Data's scheduler it came 0.17 s later, an idle worker per source).
-        # An actor that dies takes the source waiting on it too, so the sources lost are tried once more, one
-        # per actor at a time: then only the source that kills its worker fails.
-        for attempt, in_flight in ((1, 2), (2, 1)):
-            if attempt > 1:
-                logger.warning("%d of %d sources were lost with a worker process that died; trying them once more, "
-                               "one per worker", len(lost), len(jobs))
-                if counter is not None:
-                    ray.get(counter.forget.remote([job.index for job in lost]))
-            with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
-                warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-                dataset = _dataset(ray, _rows(lost, listed), model, model_sha256, options, backend, runner_options,
-                                   threads, counter, in_flight)
-            for result in _results(dataset):
-                result["output"] = str(by_index[result["index"]].output)  # as the driver names it
-                result["attempts"] = attempt
-                results[result["index"]] = result
-                if bar.disable:  # a log line in a file or pipe too: what finished, with its reason
-                    logger.info("%s", _finished_line(result))
-                else:
-                    bar.write(_finished_line(result), file=sys.stderr)
-            lost = [job for job in jobs if job.index not in results]
-            if not lost:
-                break
+        with _known_ray_lines_dropped():  # after the bar, which asks whether stderr is a terminal
+            # First try: two sources in flight per actor, so that the next one already waits on the actor when the
+            # last one ends (handed over by Ray Data's scheduler it came 0.17 s later, an idle worker per source).
+            # An actor that dies takes the source waiting on it too, so the sources lost are tried once more, one
+            # per actor at a time: then only the source that kills its worker fails.
+            for attempt, in_flight in ((1, 2), (2, 1)):
+                if attempt > 1:
+                    logger.warning("%d of %d sources were lost with a worker process that died; trying them once more, "
+                                   "one per worker", len(lost), len(jobs))
+                    if counter is not None:
+                        ray.get(counter.forget.remote([job.index for job in lost]))
+                with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
+                    warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+                    dataset = _dataset(ray, _rows(lost, listed), model, model_sha256, options, backend, runner_options,
+                                       threads, counter, in_flight)
+                for result in _results(dataset):
+                    result["output"] = str(by_index[result["index"]].output)  # as the driver names it
+                    result["attempts"] = attempt
+                    results[result["index"]] = result
+                    if bar.disable:  # a log line in a file or pipe too: what finished, with its reason
+                        logger.info("%s", _finished_line(result))
+                    else:
+                        bar.write(_finished_line(result), file=sys.stderr)
+                lost = [job for job in jobs if job.index not in results]
+                if not lost:
+                    break
     finally:
         refresher.stop()
         bar.close()
@@ -991,6 +992,62 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
                               "status": "failed", "attempts": 2, "error": "the worker process died while segmenting "
                               "it, on both tries (out of memory? a crash in a native library?); see the Ray logs"}
     return results
+
+
+# The one Ray log line dropped from the driver's stderr: Ray's C++ core worker says it whenever Ray Data creates
+# its map actors (ray issue #53727). Ray Data itself passes object-store refs to every map actor's constructor
+# (its DataContext, the map transformer, the location tracker) and asks for max_restarts=-1; the restarts are
+# what lets a source that kills its worker fail alone (max_restarts=0 was tried: the sources waiting on that
+# actor were then lost too), so the cause stays and the line, which asks nothing of a user, goes. A C++ line
+# written to fd 2, so it is filtered there; nothing else is touched.
+_KNOWN_RAY_LINE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object "
+                             rb"store and max_restarts > 0\..*issues/53727")
+
+
+@contextlib.contextmanager
+def _known_ray_lines_dropped() -> Iterator[None]:
+    """While the job runs, this process's stderr (fd 2) passes through a pipe that drops _KNOWN_RAY_LINE; every
+    other byte goes on unchanged and in order (a partial line at once unless it may be a Ray log line)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError, AttributeError):  # no fd 2 (a closed or replaced stderr): nothing to filter
+        yield
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    thread = threading.Thread(target=_forward_stderr, args=(read_end, saved), name="lrnnet-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closed: the thread reads to its end
+        thread.join(timeout=5)
+        os.close(saved)
+
+
+def _forward_stderr(read_end: int, target: int) -> None:
+    pending = b""
+    try:
+        while chunk := os.read(read_end, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if not _KNOWN_RAY_LINE.search(line))
+            if pending and not pending.startswith(b"["):  # Ray's lines start "[date time level pid tid]"
+                out, pending = out + pending, b""
+            _write_all(target, out)
+        _write_all(target, pending)
+    except OSError:  # stderr gone: nothing left to say it on
+        pass
+    finally:
+        os.close(read_end)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _rows(jobs: list[SourceJob], listed: dict[int, int | None]) -> list[dict[str, Any]]:
