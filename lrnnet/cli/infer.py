@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lrnnet.cli._common import (
     EXIT_BAD_INPUT,
@@ -57,8 +58,8 @@ def build_parser() -> Parser:
                         help="auto: by file type (.engine TensorRT, .onnx ONNX Runtime, .pth PyTorch)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (onnxruntime also: tensorrt); "
                                                        "default the best available")
-    parser.add_argument("--size", default=None, help="model input HEIGHTxWIDTH for a .pth (default 512x1024); "
-                                                     "exported models carry their own")
+    parser.add_argument("--size", default=None, help="model input HEIGHTxWIDTH for a .pth (default: the size it was "
+                                                     "validated at, else 512x1024); exported models carry their own")
     parser.add_argument("--output", choices=OUTPUT_KINDS, default="overlay",
                         help="overlay: colours over the frame; mask: colours only; labels: one lossless "
                              "trainId PNG per frame")
@@ -116,7 +117,6 @@ def default_model(directory: Path = Path(".")) -> Path:
 
 def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import preflight, write_json_atomic
-    from lrnnet.cli._common import parse_size
     from lrnnet.runtime.factory import open_runner
     from lrnnet.runtime.sources import open_source, quiet_video_logs
     from lrnnet.runtime.video import PipelineOptions, format_report, resolve_output, run_video
@@ -131,14 +131,7 @@ def _body(args: argparse.Namespace) -> int:
     try:
         output = resolve_output(source, args.out, args.output)  # and so does an output that cannot be written
         model = args.model if args.model is not None else default_model()
-        runner_options = {}
-        if args.size is not None:
-            if model.suffix.lower() not in (".pth", ".pt"):
-                raise InputError(f"--size is for .pth checkpoints; {model} carries its own input size")
-            try:
-                runner_options["size"] = parse_size(args.size)
-            except argparse.ArgumentTypeError as exc:
-                raise InputError(str(exc)) from None
+        runner_options = model_size_options(model, args.size)
         with open_runner(model, backend=args.backend, device=args.device, **runner_options) as runner:
             report = run_video(runner, source, output, options)
     finally:
@@ -147,7 +140,19 @@ def _body(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_json_atomic(args.report, report)
         print(f"Report: {args.report}")
+    if report["damage"]:
+        # Returned, not raised: the output keeps the frames that decoded (and the report stays), said as bad input.
+        return _error(f"{report['source']}: {report['damage']}; {report['output']} keeps the {report['frames']} "
+                      "that decoded")
     return 0
+
+
+def _error(message: str) -> int:
+    """One `prog: error:` line, exit 2, for a run that kept its outputs (run_command's form, without a raise)."""
+    import sys
+
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _is_batch(args: argparse.Namespace) -> bool:
@@ -180,8 +185,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _batch_body(args: argparse.Namespace) -> int:
-    import sys
-
     from lrnnet._io import write_json_atomic
     from lrnnet.runtime.batch import BatchOptions, format_batch_summary, run_batch
     from lrnnet.runtime.sources import quiet_video_logs
@@ -193,11 +196,7 @@ def _batch_body(args: argparse.Namespace) -> int:
         raise InputError("several sources need --output-dir (the folder of their outputs)")
     quiet_video_logs()
     model = args.model if args.model is not None else default_model()
-    runner_options = {}
-    if args.size is not None:
-        if model.suffix.lower() not in (".pth", ".pt"):
-            raise InputError(f"--size is for .pth checkpoints; {model} carries its own input size")
-        runner_options["size"] = _size(args.size)
+    runner_options = model_size_options(model, args.size)
     pipeline = PipelineOptions(output_kind=args.output, alpha=args.alpha, max_frames=args.max_frames,
                                warmup=args.warmup, fps=args.fps, target_fps=args.target_fps)
     options = BatchOptions(workers=args.workers or 2, ray_address=args.ray_address, backend=args.backend,
@@ -209,21 +208,43 @@ def _batch_body(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_json_atomic(args.report, report)
         print(f"Report: {args.report}")
-    if report["failed"]:
+    total = report["sources_total"]
+    problems = [f"{report['failed']} of {total} sources failed"] * bool(report["failed"]) + \
+        [f"{report['damaged']} of {total} sources are damaged (their outputs keep the frames that decoded)"] * \
+        bool(report["damaged"])
+    if problems:
         # Returned, not raised: the outputs of the sources that worked (and the report) stay committed.
-        print(f"{PROG}: error: {report['failed']} of {report['sources_total']} sources failed (listed above); "
-              "a rerun retries them and skips the rest", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        rerun = "a rerun retries the failed ones and skips the rest" if report["failed"] and report["damaged"] else \
+            "a rerun retries them and skips the rest" if report["failed"] else "a rerun skips them and says so again"
+        return _error(f"{'; '.join(problems)} (listed above); {rerun}")
     return 0
 
 
-def _size(text: str) -> tuple[int, int]:
+def model_size_options(model: Path, size_text: str | None) -> dict[str, Any]:
+    """The runner's size option for `model`, the one rule of both paths (one source, a batch): --size for a .pth;
+    without it the size the checkpoint was validated at, else 512x1024 (`default_export_size`, as lrnnet-export
+    and lrnnet-eval pick it), said in one line; {} for an exported model, which carries its own."""
     from lrnnet.cli._common import parse_size
+    from lrnnet.runtime.factory import MODEL_SUFFIXES
 
-    try:
-        return parse_size(text)
-    except argparse.ArgumentTypeError as exc:
-        raise InputError(str(exc)) from None
+    is_checkpoint = MODEL_SUFFIXES.get(model.suffix.lower()) == "torch"
+    if size_text is not None:
+        if not is_checkpoint:
+            raise InputError(f"--size is for .pth checkpoints; {model} carries its own input size")
+        try:
+            return {"size": parse_size(size_text)}
+        except argparse.ArgumentTypeError as exc:
+            raise InputError(str(exc)) from None
+    if not is_checkpoint or not model.is_file():  # a missing model: open_runner (or the batch's check) says so
+        return {}
+    from lrnnet.export.onnx import default_export_size
+    from lrnnet.models.checkpoint import checkpoint_sizes
+
+    size = default_export_size(model)
+    why = "the size it was validated at" if checkpoint_sizes(model).get("val_size") == size else \
+        "it records no validation size"
+    print(f"Size: {size[0]}x{size[1]} ({why}; --size sets another)")
+    return {"size": size}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ API for the runners (small on purpose):
     write_sidecar(engine, sidecar)            # atomic
     read_sidecar(engine) -> EngineSidecar     # InputError when missing or unreadable
     check_sidecar_compatible(sidecar, trt_version, gpu_name, capability)   # InputError on mismatch
-    find_newest_engine(directory, backends=None) -> Path | None
+    find_newest_engine(directory, backends=None) -> Path | None   # InputError when the newest is damaged
 """
 
 from __future__ import annotations
@@ -138,14 +138,16 @@ def check_sidecar_compatible(sidecar: EngineSidecar, trt_version: str | None, gp
 def find_newest_engine(directory: str | Path = ".", backends: Collection[str] | None = None) -> Path | None:
     """The most recently built ``lrnnet_*.engine`` / ``lrnnet_*.onnx`` in `directory` that has a sidecar.
 
-    `backends` limits the choice (e.g. ``{"onnxruntime"}`` on a machine without TensorRT); sidecars
-    that cannot be read are skipped, and so are TensorRT-ready graphs (``lrnnet_<precision>.trt.onnx``,
-    the input of a TensorRT build). Newest by the engine file's modification time.
+    `backends` limits the choice (e.g. ``{"onnxruntime"}`` on a machine without TensorRT); TensorRT-ready
+    graphs (``lrnnet_<precision>.trt.onnx``, the input of a TensorRT build) are skipped. Newest by the
+    engine file's modification time. A newest one that is damaged (an unreadable sidecar, an engine that
+    does not match its recorded SHA-256, such as a truncated copy) is InputError naming it: an older
+    engine silently in its place would run another precision or model than the one just built.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    candidates = []
+    candidates: list[tuple[int, str, Path, InputError | None]] = []
     for path in directory.iterdir():
         if not (path.name.startswith(ENGINE_PREFIX) and path.suffix in ENGINE_SUFFIXES and path.is_file()):
             continue
@@ -153,11 +155,20 @@ def find_newest_engine(directory: str | Path = ".", backends: Collection[str] | 
             continue
         try:
             sidecar = read_sidecar(path)
-        except InputError:
+        except InputError as exc:
+            if path.suffix == ".engine" and backends is not None and "tensorrt" not in backends:
+                continue  # could not run here even if whole
+            candidates.append((path.stat().st_mtime_ns, path.name, path, exc))
             continue
         if backends is not None and sidecar.backend not in backends:
             continue
         if path.suffix == ".onnx" and sidecar.target == "tensorrt":
             continue  # a TensorRT-ready graph is what a TensorRT engine is built from, not an engine to run
-        candidates.append((path.stat().st_mtime_ns, path.name, path))
-    return max(candidates)[2] if candidates else None
+        candidates.append((path.stat().st_mtime_ns, path.name, path, None))
+    if not candidates:
+        return None
+    _, _, newest, damage = max(candidates, key=lambda candidate: candidate[:2])
+    if damage is not None:
+        raise InputError(f"the newest built engine here, {newest}, is damaged: {damage} (or pass --model to run "
+                         "another model)")
+    return newest

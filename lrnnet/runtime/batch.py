@@ -116,8 +116,10 @@ class BatchOptions:
             raise InputError(f"workers must be at least 1, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads per worker must be at least 1, got {self.threads}")
-        if self.ray_address is not None and not self.ray_address.strip():
-            raise InputError("--ray-address is empty")
+        if self.ray_address is not None:
+            # Always, not only when Ray is joined: a rerun with every source complete never connects, and a
+            # typo would otherwise pass unseen.
+            check_ray_address_form(self.ray_address)
 
 
 @dataclass
@@ -146,7 +148,8 @@ def read_sources(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
             if not path.is_file():
                 raise InputError(f"source list {path} does not exist")
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                # utf-8-sig: a list saved by Notepad and the like starts with a byte-order mark, not part of a name
+                lines = path.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 raise InputError(f"cannot read source list {path}: {exc}") from None
             for line in lines:
@@ -462,8 +465,9 @@ class _SegmentWorker:
             except BaseException:  # an output without its marker would be redone anyway: a failed source leaves none
                 remove_output(output)
                 raise
-            return {**result, "status": "done", "error": None, **summary, "finished_at": time.time(),
-                    "cpu_s": time.process_time() - cpu_start}
+            # A damaged source (a truncated file) keeps its output and marker, and says so: status "damaged".
+            return {**result, "status": "damaged" if summary["damage"] else "done", "error": summary["damage"],
+                    **summary, "finished_at": time.time(), "cpu_s": time.process_time() - cpu_start}
         except Exception as exc:  # noqa: BLE001 - a failed source is a result, not the end of the job
             return {**result, "status": "failed", "error": _one_line(exc, source), "finished_at": time.time()}
         finally:
@@ -506,7 +510,7 @@ def _source_summary(report: dict[str, Any]) -> dict[str, Any]:
     return {"frames": report["frames"], "fps": report["end_to_end_fps"], "model_fps": report["model_fps"],
             "wall_s": report["wall_s"], "device": report["device"],
             "latency_ms": {key: in_to_out.get(f"{key}_ms") for key in ("mean", "p50", "p90", "p99")},
-            "corrupt_frames_skipped": report["corrupt_frames_skipped"]}
+            "corrupt_frames_skipped": report["corrupt_frames_skipped"], "damage": report["damage"]}
 
 
 # -- Ray (driver) ------------------------------------------------------------------------------------------
@@ -518,17 +522,29 @@ def _import_ray() -> Any:
     return ray
 
 
+_ADDRESS = re.compile(r"(?:ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)"
+                      r":(?P<port>[0-9]{1,5})/?")
+
+
+def check_ray_address_form(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address (HOST:PORT, ray://HOST:PORT), None for "auto"; InputError for anything else."""
+    if address == "auto":
+        return None  # a cluster started on this machine (ray start --head): ray.init finds it or fails at once
+    match = _ADDRESS.fullmatch(address.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise InputError(f"--ray-address {address!r}: expected HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379), "
+                         "ray://HOST:PORT or auto")
+    return match["host"].strip("[]"), int(match["port"])
+
+
 def check_ray_address(address: str, timeout_s: float = _CONNECT_TIMEOUT_S) -> None:
     """A TCP connect to the cluster's address, so that a wrong one fails in seconds, not after ray.init's retries."""
-    if address == "auto":
-        return  # a cluster started on this machine (ray start --head): ray.init finds it or fails at once
-    host_port = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port_text = host_port.rpartition(":")
-    if not sep or not port_text.isdigit() or not host:
-        raise InputError(f"--ray-address {address}: expected HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379), "
-                         "ray://HOST:PORT or auto")
+    host_port = check_ray_address_form(address)
+    if host_port is None:
+        return
+    host, port = host_port
     try:
-        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
@@ -628,13 +644,29 @@ def _stop_signals_recorded(ray: Any) -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    utils, constants = ray._private.utils, ray._private.ray_constants
-    patched = {(utils, "set_sigterm_handler"): lambda handler: None,
-               (constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"): True}
+    utils, constants, services = ray._private.utils, ray._private.ray_constants, ray._private.services
+    patched: dict[tuple[Any, str], Any] = {(utils, "set_sigterm_handler"): lambda handler: None,
+                                           (constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"): True}
+    if isinstance(getattr(services, "ConsolePopen", None), type):
+        # Ray's processes in a session of their own: a SIGTERM to the command's process group (a supervisor, a
+        # `kill -- -PGID`) killed the GCS and raylet too, and the driver's core worker then ended the process (exit
+        # 1, a Ray log line, no account of what was kept). Only the driver gets it now, and stops Ray itself; they
+        # still die with it (Ray's fate sharing), and Ray already keeps Ctrl-C off them.
+        class _OwnSession(services.ConsolePopen):  # type: ignore[misc, name-defined]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.setdefault("start_new_session", True)
+                super().__init__(*args, **kwargs)
+
+        patched[(services, "ConsolePopen")] = _OwnSession
     originals = {key: getattr(*key) for key in patched if hasattr(*key)}  # Ray moved them: left as they are
 
     def stop(signum: int, frame: Any) -> None:
         received.append(signum)
+        if len(received) == 1 and _in_core_worker_start(frame):
+            # Raised there, it leaves the driver's core worker half made (its C++ constructor calls back into
+            # Python), and the process crashed at exit (SIGSEGV after our line): recorded, and acted on as soon as
+            # ray.init returns, a second one at once.
+            return
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     def unraisable(info: Any) -> None:  # the stop raised where Python can only print it: recorded, so quiet
@@ -655,6 +687,16 @@ def _stop_signals_recorded(ray: Any) -> Iterator[list[int]]:
         for signum, handler in handlers.items():
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+def _in_core_worker_start(frame: Any) -> bool:
+    """Whether `frame` runs inside ray.init's `connect`, which builds this process's core worker."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "connect" and code.co_filename.replace(os.sep, "/").endswith("ray/_private/worker.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _current_address(ray: Any) -> str:
@@ -778,14 +820,18 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     # input before anything is written; the actors then load the very bytes checked (same SHA-256) without
     # importing `onnx`, whose ml_dtypes alone takes 0.5 s of each actor's start.
     model_info = read_model_info(model) if backend == "onnxruntime" else None
+    if backend == "torch":
+        _check_checkpoint(model, options.runner_options)
     settings = output_settings(options, backend)
 
     skipped: dict[int, dict[str, Any]] = {}
     for job in jobs:
         marker = is_complete(job, model_sha256, settings)
         if marker is not None:
+            # A damaged source's marker says so: skipped like any complete output, and reported again as damaged.
+            damage = marker.get("damage")
             skipped[job.index] = {"index": job.index, "source": job.source, "output": str(job.output),
-                                  "status": "skipped", "error": None,
+                                  "status": "damaged" if damage else "skipped", "error": damage, "skipped": True,
                                   **{key: marker.get(key) for key in ("frames", "fps", "model_fps", "latency_ms",
                                                                       "device", "wall_s")}}
     todo = [job for job in jobs if job.index not in skipped]
@@ -795,6 +841,10 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
         _refuse_foreign_output(job)
         if options.pipeline.output_kind == "labels":  # a labels folder is replaced as a whole: only our own
             refuse_foreign_folder(job.output)
+    if todo:  # a folder no output can be written to is bad input now, not a failure of every source on Ray
+        kind_is_folder = options.pipeline.output_kind == "labels"
+        check_writable(todo[0].output if output_dir.is_dir() else output_dir,
+                       directory=kind_is_folder or not output_dir.is_dir(), what="output")
     if todo and options.workers > len(todo):  # an actor with no source would only start and stop
         logger.info("%d workers asked for %d sources to segment: %d workers", options.workers, len(todo), len(todo))
         options = dataclasses.replace(options, workers=len(todo))
@@ -804,12 +854,12 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     created_dir = False
     threads = options.threads or 1
     startup_s = wall_s = 0.0
+    unwinding: BaseException | None = None
     try:
         if todo:
             from lrnnet._threads import usable_cpus
 
             start = time.perf_counter()
-            created_dir = make_output_dir(output_dir)
             cpus = usable_cpus()
             if options.ray_address is None and options.workers * (options.threads or 1) > cpus:
                 logger.warning("%d workers x %s on %d usable CPUs: they will take turns (oversubscribed)",
@@ -821,6 +871,9 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             startup_s = time.perf_counter() - start
             logger.info("Ray %s: %d workers x %s on %d CPUs", session.address, options.workers, count_text(threads),
                         cluster_cpus if options.ray_address is not None else cpus)
+            # Made once Ray runs, not before: a run that ends while Ray starts (stopped, or Ray's own exit when
+            # its processes die) leaves no empty folder behind.
+            created_dir = make_output_dir(output_dir)
             start = time.perf_counter()
             results.update(_execute(session.ray, todo, model, backend, model_sha256, model_info, options, threads))
             wall_s = time.perf_counter() - start
@@ -830,10 +883,7 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
         # their clean-up does not run after ray.shutdown.
         traceback.clear_frames(exc.__traceback__)
         gc.collect()
-        if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: what was committed stays, and the user is told
-            kept = sum(is_complete(job, model_sha256, settings) is not None for job in todo) + len(skipped)
-            add_note(exc, f"{kept} of {len(jobs)} outputs are complete and kept; a rerun skips them" if kept
-                     else "no output was written")
+        unwinding = exc
         raise
     finally:
         if session is not None:
@@ -841,6 +891,8 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
             # Stopped midway (Ctrl-C, SIGTERM, an error) or a worker killed: its temporaries go. Committed outputs
             # stay (a rerun skips them).
             _clean_worker_temps(output_dir, todo, _TEMPS_WAIT_S)
+        if unwinding is not None:
+            _note_kept(unwinding, jobs, todo, len(skipped), model_sha256, settings)
         if created_dir and not any(output_dir.iterdir()):  # made by this run, and nothing committed in it
             output_dir.rmdir()
     return _batch_report(jobs, results, options, threads, address, startup_s, wall_s, model)
@@ -856,6 +908,25 @@ def _refuse_overwriting_inputs(specs: Sequence[str | os.PathLike[str]], model: P
     if not folders:
         outputs += [job.output for job in jobs]
     refuse_overwrite(inputs, outputs, folders=folders)
+
+
+def _note_kept(exc: BaseException, jobs: list[SourceJob], todo: list[SourceJob], skipped: int, model_sha256: str,
+               settings: dict[str, Any]) -> None:
+    """Say on the exception what the job kept, counted once its workers have ended (a worker still writing when
+    the stop came may commit after it): run_command reports a stop with it, whatever the stop made unwind (Ctrl-C
+    itself, or the Ray error it caused)."""
+    kept = sum(is_complete(job, model_sha256, settings) is not None for job in todo) + skipped
+    add_note(exc, f"{kept} of {len(jobs)} outputs are complete and kept; a rerun skips them and does the rest"
+             if kept else "no output was written")
+
+
+def _check_checkpoint(model: Path, runner_options: dict[str, Any]) -> None:
+    """Open a .pth once here, on the CPU, as every actor will (the runner factory's checks: a corrupt checkpoint,
+    a size that is not a multiple of the model's stride), so that a bad one is bad input before Ray starts."""
+    from lrnnet.runtime.factory import open_runner
+
+    with open_runner(model, backend="torch", device="cpu", **runner_options):
+        pass
 
 
 def _refuse_foreign_output(job: SourceJob) -> None:
@@ -907,31 +978,32 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
     lost = jobs
     refresher = _BarRefresher(bar, counter, results, listed)
     try:
-        # First try: two sources in flight per actor, so that the next one already waits on the actor when the
-        # last one ends (handed over by Ray Data's scheduler it came 0.17 s later, an idle worker per source).
-        # An actor that dies takes the source waiting on it too, so the sources lost are tried once more, one
-        # per actor at a time: then only the source that kills its worker fails.
-        for attempt, in_flight in ((1, 2), (2, 1)):
-            if attempt > 1:
-                logger.warning("%d of %d sources were lost with a worker process that died; trying them once more, "
-                               "one per worker", len(lost), len(jobs))
-                if counter is not None:
-                    ray.get(counter.forget.remote([job.index for job in lost]))
-            with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
-                warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-                dataset = _dataset(ray, _rows(lost, listed), model, model_sha256, options, backend, runner_options,
-                                   threads, counter, in_flight)
-            for result in _results(dataset):
-                result["output"] = str(by_index[result["index"]].output)  # as the driver names it
-                result["attempts"] = attempt
-                results[result["index"]] = result
-                if bar.disable:  # a log line in a file or pipe too: what finished, with its reason
-                    logger.info("%s", _finished_line(result))
-                else:
-                    bar.write(_finished_line(result), file=sys.stderr)
-            lost = [job for job in jobs if job.index not in results]
-            if not lost:
-                break
+        with _known_ray_lines_dropped():  # after the bar, which asks whether stderr is a terminal
+            # First try: two sources in flight per actor, so that the next one already waits on the actor when the
+            # last one ends (handed over by Ray Data's scheduler it came 0.17 s later, an idle worker per source).
+            # An actor that dies takes the source waiting on it too, so the sources lost are tried once more, one
+            # per actor at a time: then only the source that kills its worker fails.
+            for attempt, in_flight in ((1, 2), (2, 1)):
+                if attempt > 1:
+                    logger.warning("%d of %d sources were lost with a worker process that died; trying them once more, "
+                                   "one per worker", len(lost), len(jobs))
+                    if counter is not None:
+                        ray.get(counter.forget.remote([job.index for job in lost]))
+                with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
+                    warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+                    dataset = _dataset(ray, _rows(lost, listed), model, model_sha256, options, backend, runner_options,
+                                       threads, counter, in_flight)
+                for result in _results(dataset):
+                    result["output"] = str(by_index[result["index"]].output)  # as the driver names it
+                    result["attempts"] = attempt
+                    results[result["index"]] = result
+                    if bar.disable:  # a log line in a file or pipe too: what finished, with its reason
+                        logger.info("%s", _finished_line(result))
+                    else:
+                        bar.write(_finished_line(result), file=sys.stderr)
+                lost = [job for job in jobs if job.index not in results]
+                if not lost:
+                    break
     finally:
         refresher.stop()
         bar.close()
@@ -940,6 +1012,62 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
                               "status": "failed", "attempts": 2, "error": "the worker process died while segmenting "
                               "it, on both tries (out of memory? a crash in a native library?); see the Ray logs"}
     return results
+
+
+# The one Ray log line dropped from the driver's stderr: Ray's C++ core worker says it whenever Ray Data creates
+# its map actors (ray issue #53727). Ray Data itself passes object-store refs to every map actor's constructor
+# (its DataContext, the map transformer, the location tracker) and asks for max_restarts=-1; the restarts are
+# what lets a source that kills its worker fail alone (max_restarts=0 was tried: the sources waiting on that
+# actor were then lost too), so the cause stays and the line, which asks nothing of a user, goes. A C++ line
+# written to fd 2, so it is filtered there; nothing else is touched.
+_KNOWN_RAY_LINE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object "
+                             rb"store and max_restarts > 0\..*issues/53727")
+
+
+@contextlib.contextmanager
+def _known_ray_lines_dropped() -> Iterator[None]:
+    """While the job runs, this process's stderr (fd 2) passes through a pipe that drops _KNOWN_RAY_LINE; every
+    other byte goes on unchanged and in order (a partial line at once unless it may be a Ray log line)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError, AttributeError):  # no fd 2 (a closed or replaced stderr): nothing to filter
+        yield
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    thread = threading.Thread(target=_forward_stderr, args=(read_end, saved), name="lrnnet-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closed: the thread reads to its end
+        thread.join(timeout=5)
+        os.close(saved)
+
+
+def _forward_stderr(read_end: int, target: int) -> None:
+    pending = b""
+    try:
+        while chunk := os.read(read_end, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if not _KNOWN_RAY_LINE.search(line))
+            if pending and not pending.startswith(b"["):  # Ray's lines start "[date time level pid tid]"
+                out, pending = out + pending, b""
+            _write_all(target, out)
+        _write_all(target, pending)
+    except OSError:  # stderr gone: nothing left to say it on
+        pass
+    finally:
+        os.close(read_end)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _rows(jobs: list[SourceJob], listed: dict[int, int | None]) -> list[dict[str, Any]]:
@@ -1060,6 +1188,8 @@ def _finished_line(result: dict[str, Any]) -> str:
     if result["status"] == "failed":
         return f"failed  {result['source']}: {result['error']}"
     fps = f", {result['fps']:.1f} FPS" if result.get("fps") else ""
+    if result["status"] == "damaged":
+        return f"damaged {result['source']}: {result['error']}; {result['frames']} frames{fps} -> {result['output']}"
     return f"done    {result['source']}: {result['frames']} frames{fps} -> {result['output']}"
 
 
@@ -1068,7 +1198,8 @@ def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], opt
     entries = [results[job.index] for job in jobs]
     for entry in entries:
         entry.pop("index", None)
-    done = [e for e in entries if e["status"] == "done"]
+    # Segmented in this run: done, or damaged (the output keeps the frames that decoded); not reused from a marker.
+    done = [e for e in entries if e["status"] in ("done", "damaged") and not e.get("skipped")]
     frames = sum(e.get("frames") or 0 for e in done)
     devices = sorted({e["device"] for e in done if e.get("device")})
     # From the first source started to the last one finished: the job's wall time less Ray's and the actors'
@@ -1085,7 +1216,8 @@ def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], opt
         "host": platform.node(),
         "device": ", ".join(devices) if devices else None,
         "sources_total": len(entries),
-        "done": len(done),
+        "done": sum(e["status"] == "done" for e in entries),
+        "damaged": sum(e["status"] == "damaged" for e in entries),  # outputs kept; on a rerun from their markers
         "failed": sum(e["status"] == "failed" for e in entries),
         "skipped": sum(e["status"] == "skipped" for e in entries),
         "total_frames": frames,  # segmented in this run (skipped sources not counted)
@@ -1100,13 +1232,15 @@ def _batch_report(jobs: list[SourceJob], results: dict[int, dict[str, Any]], opt
 
 def format_batch_summary(report: dict[str, Any]) -> str:
     """A few lines: counts, aggregate speed, and each failed source with its reason."""
-    lines = [(f"Sources    {report['sources_total']}: {report['done']} done, {report['failed']} failed, "
+    damaged = f"{report['damaged']} damaged, " if report["damaged"] else ""
+    lines = [(f"Sources    {report['sources_total']}: {report['done']} done, {damaged}{report['failed']} failed, "
               f"{report['skipped']} skipped already complete")]
-    if report["done"]:
+    if report["total_frames"]:
         lines.append(f"Frames     {report['total_frames']} in {report['wall_s']:.2f} s: "
                      f"{report['frames_per_s']:.1f} frames/s with {report['workers']} workers x "
                      f"{count_text(report['threads_per_worker'])} ({report['device']})")
     if report["ray_address"]:
         lines.append(f"Ray        {report['ray_address']}")
-    lines += [f"Failed     {e['source']}: {e['error']}" for e in report["sources"] if e["status"] == "failed"]
+    lines += [f"{e['status'].capitalize():<11}{e['source']}: {e['error']}" for e in report["sources"]
+              if e["status"] in ("failed", "damaged")]
     return "\n".join(lines)

@@ -392,12 +392,8 @@ def _check_frames(pipeline: _Pipeline, source: FrameSource) -> None:
     if pipeline.written == 0:
         raise InputError(f"{source.description}: no frame could be decoded "
                          f"({pipeline.corrupt_count} corrupt frames skipped)")
-    expected = source.expected_frames
-    if pipeline.exhausted and expected is not None and pipeline.decoded + pipeline.corrupt_count < expected:
-        # FFmpeg drops packets it cannot decode without failing a read: only the container's count shows it.
-        logger.warning("%s: the container lists %d frames but %d were decoded and %d reported corrupt; "
-                       "the rest were lost in decoding (a damaged file?)", source.description, expected,
-                       pipeline.decoded, pipeline.corrupt_count)
+    # Frames the container lists that FFmpeg never returned (a truncated file) are not an error here: the output
+    # keeps what decoded, and the report says it (`damage`), for the caller to exit 2 on (lrnnet-infer does).
     if pipeline.end_of_input.is_set():  # Ctrl-C on a live source may drop the frame in hand
         return
     if pipeline.written != pipeline.decoded:  # a bug, not bad input: the pipeline lost a frame
@@ -431,6 +427,7 @@ def _report(runner: Runner, source: FrameSource, target: Path, options: Pipeline
         "corrupt_frames": pipeline.corrupt,
         "frames_expected": source.expected_frames,  # what the container or folder lists (None for a camera)
         "frames_missing": _missing(pipeline, source),
+        "damage": damage_note(pipeline.decoded, source.expected_frames, _missing(pipeline, source)),
         "resolution": {"height": source.size[0], "width": source.size[1]},
         "output_fps": fps,
         **{key: value for key, value in runner.describe().items()},
@@ -445,6 +442,14 @@ def _report(runner: Runner, source: FrameSource, target: Path, options: Pipeline
             "end_to_end": compare(e2e_fps),
         },
     }
+
+
+def damage_note(decoded: int, listed: int | None, missing: int) -> str | None:
+    """What a source that ended before the frames its container lists says, else None: the one wording of a
+    damaged source (a truncated file), for the single path's report and a batch's line, entry and marker."""
+    if not missing or listed is None:
+        return None
+    return f"{listed - decoded} of {listed} listed frames could not be decoded (damaged file?)"
 
 
 def _missing(pipeline: _Pipeline, source: FrameSource) -> int:
@@ -479,6 +484,7 @@ def format_report(report: dict[str, Any]) -> str:
         (f"Frames     {report['frames']} written, {report['corrupt_frames_skipped']} corrupt skipped"
          + (f", {report['frames_missing']} lost in decoding" if report["frames_missing"] else "")
          + f", {report['wall_s']:.2f} s"),
+        *([f"Damaged    {report['damage']}"] if report.get("damage") else []),
         "",
         f"{'stage':<13}{'mean ms':>8}{'p50':>9}{'p90':>9}{'p99':>9}",
     ]

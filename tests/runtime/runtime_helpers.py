@@ -40,6 +40,34 @@ def rewrite_metadata(source: Path, target: Path, **changes) -> Path:
     return target
 
 
+def checkpoint_validated_at(checkpoint: Path, target: Path, size: tuple[int, int]) -> Path:
+    """A copy of `checkpoint` recording, as lrnnet-train does, that it was trained and validated at `size`."""
+    from lrnnet.models import load_checkpoint, save_checkpoint
+    from lrnnet.models.checkpoint import SIZES_KEY
+
+    save_checkpoint(target, load_checkpoint(checkpoint), **{SIZES_KEY: {"train_size": list(size), "val_size": list(size)}})
+    return target
+
+
+def write_truncated_video(path: Path, size: tuple[int, int] = (64, 128), frames: int = 30,
+                          decodable: int = 1) -> Path:
+    """An H.264 MP4 (index first, as `movflags=faststart` writes it) whose container lists `frames` frames, cut
+    after its first `decodable` packets: a download or copy that stopped short. FFmpeg returns those frames and
+    then ends without an error."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=17, options={"x264-params": "bframes=0"})
+        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
+        for frame in street_frames(size, frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+    with av.open(str(path)) as container:
+        ends = sorted(p.pos + p.size for p in container.demux(video=0) if p.pos is not None and p.size)
+    path.write_bytes(path.read_bytes()[: ends[decodable - 1]])
+    return path
+
+
 def read_video(path: Path) -> list[np.ndarray]:
     """Every frame OpenCV decodes from `path`."""
     import cv2

@@ -3,6 +3,7 @@ reruns that skip finished work, the batch report, and bad input that fails at on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import read_video
+from runtime_helpers import checkpoint_validated_at, read_video, write_truncated_video
 
 from lrnnet._io import OUTPUT_MARKER, file_sha256
 from lrnnet.cli.infer import main
@@ -234,6 +235,30 @@ def test_rerun_skips_the_four_complete_outputs_without_rewriting_them(first_run,
     assert _mtimes(out) == before
 
 
+@pytest.mark.parametrize("address", ["not an address!", "10.0.0.5", "host:0", "host:99999", "http://host:6379",
+                                     "a b:6379", ":6379"])
+def test_a_malformed_ray_address_is_refused_even_when_every_source_is_complete(address, first_run, sources,
+                                                                               tiny_onnx, capsys):
+    """The rerun would skip everything and never connect: the address's form is checked up front all the same."""
+    _, _, _, out, _ = first_run
+    before = _mtimes(out)
+    good = [sources[name] for name in GOOD]
+    rc, _, stderr = _cli(*good, "--model", tiny_onnx, "--output-dir", out, "--ray-address", address, capsys=capsys)
+    expected = (f"lrnnet-infer: error: --ray-address {address!r}: expected HOST:PORT (the head's GCS, e.g. "
+                "10.0.0.5:6379), ray://HOST:PORT or auto")
+    assert rc == 2 and stderr.strip().splitlines() == [expected], stderr
+    assert _mtimes(out) == before
+
+
+def test_well_formed_ray_addresses_are_accepted():
+    from lrnnet.runtime.batch import check_ray_address_form
+
+    assert check_ray_address_form("auto") is None
+    assert check_ray_address_form("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert check_ray_address_form("ray://head.example.com:10001") == ("head.example.com", 10001)
+    assert check_ray_address_form("[::1]:6379") == ("::1", 6379)
+
+
 def test_a_marker_of_another_model_source_or_setting_is_not_complete(first_run, sources, tiny_onnx, tmp_path):
     _, _, _, out, _ = first_run
     def settings(**changes):
@@ -274,12 +299,60 @@ def test_a_changed_output_is_redone_and_labels_folders_resume(local_ray, sources
     assert len(list(folder.glob("*.png"))) == FRAMES
 
 
+@pytest.mark.slow
+def test_a_checkpoint_runs_at_the_size_it_records_in_a_batch_too(local_ray, sources, tiny_checkpoint, tmp_path,
+                                                                 capsys):
+    """No --size: the batch runs a .pth at the size it was validated at, as the single path does (one rule)."""
+    model = checkpoint_validated_at(tiny_checkpoint, tmp_path / "small.pth", (32, 64))
+    out = tmp_path / "out"
+    rc, stdout, stderr = _cli(sources["north"], sources["south"], "--model", model, "--output-dir", out,
+                              "--max-frames", "1", "--warmup", "0", capsys=capsys)
+    assert rc == 0, stderr
+    assert "Size: 32x64 (the size it was validated at" in stdout
+    for name in ("north", "south"):
+        marker = json.loads((out / f"{name}_seg.mp4.json").read_text())
+        assert marker["report"]["input_size"] == [32, 64] and marker["settings"]["runner"] == {"size": [32, 64]}
+
+
+def test_a_truncated_source_is_damaged_kept_and_reported_again_on_a_rerun(local_ray, sources, tiny_onnx, tmp_path,
+                                                                          capsys):
+    """30 frames listed, 1 decodes: its output keeps that frame, its line, the summary and the report say
+    "damaged" with the reason, and the command exits 2; the rerun skips it from its done-marker and says it again
+    (it was "done", exit 0, and skipped silently)."""
+    cut = write_truncated_video(tmp_path / "cut.mp4")
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    note = "29 of 30 listed frames could not be decoded (damaged file?)"
+    for run in ("first", "rerun"):
+        rc, stdout, stderr = _cli(cut, sources["north"], "--model", tiny_onnx, "--output-dir", out, "--warmup", "0",
+                                  "--report", report_path, capsys=capsys)
+        assert rc == 2, (run, stderr)
+        assert stderr.strip().splitlines()[-1] == (
+            "lrnnet-infer: error: 1 of 2 sources are damaged (their outputs keep the frames that decoded) (listed "
+            "above); a rerun skips them and says so again"), (run, stderr)
+        assert f"Damaged    {cut}: {note}" in stdout and "1 damaged" in stdout, (run, stdout)
+        report = json.loads(report_path.read_text())
+        entry = report["sources"][0]
+        assert (entry["status"], entry["error"], entry["frames"]) == ("damaged", note, 1), (run, entry)
+        assert report["damaged"] == 1 and report["failed"] == 0
+        assert (report["done"], report["skipped"]) == ((1, 0) if run == "first" else (0, 1)), (run, report)
+        assert len(read_video(out / "cut_seg.mp4")) == 1
+        # Its line as it finishes (a log line here: no terminal); on the rerun it is not segmented again.
+        finished = [line for line in stderr.splitlines() if line.startswith(f"damaged {cut}: {note}; 1 frames")]
+        assert len(finished) == (run == "first"), (run, stderr)
+    assert entry.get("skipped") is True
+
+
 def test_list_file_with_comments_and_relative_paths(tmp_path):
     (tmp_path / "clips").mkdir()
     listing = tmp_path / "clips" / "sources.txt"
     listing.write_text("# dashcam, day 1\nnorth.mp4\n\n  /data/south.mp4  # absolute\n")
     assert read_sources([listing, "east.mp4"]) == [str(tmp_path / "clips" / "north.mp4"), "/data/south.mp4",
                                                   "east.mp4"]
+
+
+def test_a_list_saved_with_a_byte_order_mark_names_its_first_source(tmp_path):
+    listing = _write(tmp_path / "sources.txt", "north.mp4\nsouth.mp4\n".encode("utf-8-sig"))
+    assert read_sources([listing]) == [str(tmp_path / "north.mp4"), str(tmp_path / "south.mp4")]
 
 
 def test_list_entries_urls_hashes_and_lists_of_lists(tmp_path):
@@ -408,6 +481,39 @@ def test_bad_input_is_exit_2_and_no_output(case, sources, tiny_onnx, tmp_path):
     assert not out.exists() and not (tmp_path / "missing").exists() and not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.parametrize("case", ["read-only output-dir", "corrupt checkpoint", "size off the stride"])
+def test_a_bad_output_dir_model_or_size_fails_before_ray_starts(case, sources, tiny_checkpoint, tmp_path):
+    """A real process: one line and exit 2 before a Ray is started (no Ray temp folder), nothing created; these
+    were found by every source on Ray, each failing with the same reason."""
+    from disk_helpers import mounted
+
+    ray_temp = Path(f"/tmp/lrnnet_pre_{os.getpid()}")  # the job's Ray would make it (short: Ray's sockets)
+    out, model, extra = tmp_path / "out", tiny_checkpoint, ["--size", "64x128"]
+    if case == "read-only output-dir":
+        out.mkdir()
+        stack = mounted(["-t", "tmpfs", "-o", "size=1m,ro", "tmpfs"], out)
+    else:
+        stack = contextlib.nullcontext(out)
+        if case == "corrupt checkpoint":
+            model = _write(tmp_path / "cut.pth", Path(tiny_checkpoint).read_bytes()[:5000])
+        else:
+            extra = ["--size", "100x100"]
+    with stack:
+        result = subprocess.run([sys.executable, "-m", "lrnnet.cli.infer", str(sources["north"]), str(sources["south"]),
+                                 "--model", str(model), *extra, "--output-dir", str(out), "--no-progress"],
+                                env={**os.environ, "RAY_TMPDIR": str(ray_temp)}, check=False, capture_output=True,
+                                text=True, timeout=120)
+        try:
+            assert result.returncode == 2, result.stderr
+            lines = result.stderr.strip().splitlines()  # info lines (the thread plan), then the one error
+            assert lines[-1].startswith("lrnnet-infer: error: ") and "Traceback" not in result.stderr
+            assert not [line for line in lines[:-1] if "error" in line or line.startswith("failed")], result.stderr
+            assert not ray_temp.exists(), "a Ray was started for bad input"
+            assert (list(out.iterdir()) == []) if case == "read-only output-dir" else not out.exists()
+        finally:
+            shutil.rmtree(ray_temp, ignore_errors=True)
+
+
 def test_unreachable_ray_address_fails_within_seconds(sources, tiny_onnx, tmp_path):
     """A real process (no Ray in it yet) against a closed port: one line, exit 2, well before ray.init would."""
     import socket
@@ -426,6 +532,23 @@ def test_unreachable_ray_address_fails_within_seconds(sources, tiny_onnx, tmp_pa
     assert elapsed < 15, elapsed
     assert result.stderr.strip().splitlines()[-1].startswith("lrnnet-infer: error: cannot reach the Ray cluster")
     assert not out.exists()
+
+
+def test_a_batch_run_logs_only_its_own_lines(sources, tiny_onnx, tmp_path):
+    """A real process (Ray's C++ core worker writes to fd 2): every batch run logged Ray's core_worker.cc:2465
+    line about constructor arguments in the object store (ray issue #53727); now only lrnnet's lines, each
+    whole and in order."""
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "lrnnet.cli.infer", str(sources["north"]), str(sources["south"]),
+                             "--model", str(tiny_onnx), "--output-dir", str(out), "--no-progress"],
+                            env={**os.environ, "RAY_TMPDIR": f"/tmp/lrnnet_log_{os.getpid()}"}, check=False,
+                            capture_output=True, text=True, timeout=180)
+    shutil.rmtree(f"/tmp/lrnnet_log_{os.getpid()}", ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "core_worker" not in result.stderr and "53727" not in result.stderr, result.stderr
+    assert lines[0].startswith("Ray local ("), lines
+    assert sorted(line.split(":")[0] for line in lines[1:]) == [f"done    {sources[n]}" for n in ("north", "south")]
 
 
 def test_one_source_keeps_the_single_process_path(sources, tiny_onnx, tmp_path):
@@ -665,6 +788,46 @@ def test_a_stopped_job_unwinds_with_one_line_and_leaves_nothing(signame, status,
         assert not [name for name in left if TEMP_MARK in name], left
         assert all(name.endswith(".json") or f"{name}.json" in left for name in left), left  # committed, with markers
         assert left or not out.exists()
+        time.sleep(1)
+        assert _processes_of(ray_temp) == [], "processes of the job's Ray are still running"
+    finally:
+        if job.poll() is None:
+            job.kill()
+        _kill_cluster(ray_temp)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's Ray processes through /proc (Linux)")
+def test_a_job_stopped_with_its_process_group_says_what_it_kept(long_videos, sources, tiny_onnx, tmp_path):
+    """SIGTERM to the command's whole process group (a supervisor, `kill -- -PGID`) once a short source is
+    committed while a long one runs: exit 143 and one line counting the outputs really kept, counted after the
+    workers ended. Ray's processes shared the group: the GCS and raylet died with it and the driver's core worker
+    ended the process (exit 1, a Ray log line, no account), or the count was taken while workers still wrote."""
+    import re
+    import signal
+
+    ray_temp = Path(f"/tmp/lrnnet_grp_{os.getpid()}")
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_TMPDIR": str(ray_temp), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen([sys.executable, "-m", "lrnnet.cli.infer", str(long_videos[0]), str(sources["north"]),
+                            str(sources["south"]), "--model", str(tiny_onnx), "--output-dir", str(out),
+                            "--no-progress"], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.poll() is None and not (
+                out.is_dir() and any(p.name.endswith(".json") for p in out.iterdir())):
+            time.sleep(0.02)
+        assert job.poll() is None, "the job ended before a source was committed"
+        os.killpg(job.pid, signal.SIGTERM)
+        _, stderr = job.communicate(timeout=60)
+        assert job.returncode == 143, stderr
+        last = stderr.strip().splitlines()[-1]
+        found = re.fullmatch(r"lrnnet-infer: error: terminated by SIGTERM; (\d) of 3 outputs are complete and kept; "
+                             r"a rerun skips them and does the rest", last)
+        assert found, stderr
+        assert int(found[1]) == sum(p.name.endswith(".json") for p in out.iterdir()) >= 1, sorted(out.iterdir())
+        assert "core_worker" not in stderr and "Traceback" not in stderr, stderr
         time.sleep(1)
         assert _processes_of(ray_temp) == [], "processes of the job's Ray are still running"
     finally:

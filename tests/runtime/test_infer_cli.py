@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import TINY_SIZE, read_video, rewrite_metadata
+from runtime_helpers import (
+    TINY_SIZE,
+    checkpoint_validated_at,
+    read_video,
+    rewrite_metadata,
+    write_truncated_video,
+)
 
 from lrnnet.cli.infer import main
 from lrnnet.data.preprocess import overlay, resize_labels
@@ -266,3 +273,70 @@ def test_an_image_folder_with_two_images_of_one_stem_is_one_line(tiny_onnx, tmp_
     assert rc == 2 and err.strip().splitlines() == [
         f"lrnnet-infer: error: image folder {folder} holds a.jpg and a.png: two frames named a; keep one of them"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
+
+
+def test_a_checkpoint_runs_at_the_size_it_records_without_size(tiny_checkpoint, synthetic_video, tmp_path, capsys):
+    """No --size: the size the checkpoint was validated at (as lrnnet-eval and lrnnet-export pick it), said once."""
+    model = checkpoint_validated_at(tiny_checkpoint, tmp_path / "small.pth", (64, 128))
+    rc, out, err = run(capsys, synthetic_video, "--model", model, "--output", "labels", "-o", tmp_path / "labels",
+                       "--max-frames", "1", "--warmup", "0", "--report", tmp_path / "r.json")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["input_size"] == [64, 128]
+    assert "Size: 64x128 (the size it was validated at; --size sets another)" in out
+
+
+def fake_built_engine(tiny_onnx, path, mtime):
+    """`tiny_onnx` copied as an ONNX Runtime engine with its sidecar (what lrnnet-build-engine leaves), dated."""
+    import dataclasses
+    import os
+
+    from lrnnet._io import file_sha256
+    from lrnnet.engine.sidecar import EngineSidecar, write_sidecar
+    from lrnnet.export.metadata import read_model_info
+
+    shutil.copy(tiny_onnx, path)
+    write_sidecar(path, EngineSidecar(backend="onnxruntime", precision="fp32", source_onnx=str(tiny_onnx),
+                                      source_sha256=file_sha256(tiny_onnx), input_profile={},
+                                      model_info=dataclasses.asdict(read_model_info(tiny_onnx)),
+                                      target="onnxruntime"))
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated engine", "unreadable sidecar"])
+def test_a_damaged_newest_engine_is_refused_not_replaced_by_an_older_one(damage, tiny_onnx, synthetic_video,
+                                                                         tmp_path, capsys, monkeypatch):
+    from lrnnet.cli.infer import default_model
+    from lrnnet.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    fake_built_engine(tiny_onnx, tmp_path / "lrnnet_fp32.onnx", 1_000_000)
+    newest = fake_built_engine(tiny_onnx, tmp_path / "lrnnet_int8.onnx", 2_000_000)
+    if damage == "truncated engine":
+        newest.write_bytes(newest.read_bytes()[:1000])
+        os.utime(newest, (2_000_000, 2_000_000))
+    else:
+        newest.with_name(newest.name + ".json").write_text("{not json")
+    with pytest.raises(InputError, match=r"the newest built engine here, lrnnet_int8\.onnx, is damaged"):
+        default_model(tmp_path.relative_to(tmp_path))
+    before = set(tmp_path.rglob("*"))
+    rc, _, err = run(capsys, synthetic_video, "-o", "out.mp4", "--max-frames", "1")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "lrnnet_int8.onnx, is damaged" in lines[0], err
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_a_truncated_video_keeps_its_frames_and_exits_2_saying_so(tiny_onnx, tmp_path, capsys):
+    """30 frames listed, 1 decodes (FFmpeg ends without an error): the output and report keep that frame, both
+    say it, and the command exits 2 with one line (it was 'done', exit 0, and only a log warning)."""
+    video = write_truncated_video(tmp_path / "cut.mp4")
+    rc, out, err = run(capsys, video, "--model", tiny_onnx, "--warmup", "0", "--report", tmp_path / "r.json")
+    note = "29 of 30 listed frames could not be decoded (damaged file?)"
+    assert rc == 2
+    lines = err.strip().splitlines()  # info lines (the thread plan, the runner), then the one error
+    assert lines[-1] == f"lrnnet-infer: error: {video}: {note}; {tmp_path / 'cut_seg.mp4'} keeps the 1 that decoded"
+    assert not [line for line in lines[:-1] if "error" in line or "damaged" in line], err
+    assert f"Damaged    {note}" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["damage"] == note and report["frames"] == 1 and report["frames_expected"] == 30
+    assert len(read_video(tmp_path / "cut_seg.mp4")) == 1
