@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from lrnnet.errors import InputError, Terminated
-from lrnnet.limits import MAX_PIXELS, MAX_SIDE
+from lrnnet.limits import MAX_PIXELS, MAX_SIDE, PIXELS_IN_ALL, count_problem, threads_problem
 from lrnnet.log import deferred_notes, set_progress, setup_logging
 
 EXIT_BAD_INPUT = 2
@@ -234,8 +234,7 @@ def check_size(size: tuple[int, int], text: str | None = None) -> None:
     height, width = size
     shown = text or f"{height}x{width}"
     if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
-        raise argparse.ArgumentTypeError(f"size {shown} is too large (at most {MAX_SIDE} a side, "
-                                         f"{MAX_PIXELS // 1_000_000} Mpixel)")
+        raise argparse.ArgumentTypeError(f"size {shown} is too large (at most {MAX_SIDE} a side, {PIXELS_IN_ALL})")
 
 
 def positive_int(text: str) -> int:
@@ -245,6 +244,31 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def count(maximum: int, minimum: int = 1) -> Callable[[str], int]:
+    """argparse type of a count that sizes a loop or an allocation: an integer from `minimum` (1 or 0) to
+    `maximum`, one of the bounds of lrnnet.limits (refused before anything runs, not after hours)."""
+    parse = positive_int if minimum == 1 else non_negative_int
+
+    def bounded_count(text: str) -> int:
+        value = parse(text)
+        problem = count_problem(value, maximum, minimum)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    bounded_count.__name__ = parse.__name__  # argparse names the type in "invalid <name> value"
+    return bounded_count
+
+
+def thread_count(text: str) -> int:
+    """argparse type of every --threads: positive and at most the CPUs this process may use (lrnnet.limits)."""
+    value = positive_int(text)
+    problem = threads_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 

@@ -9,13 +9,15 @@ from pathlib import Path
 from lrnnet.cli._common import (
     Parser,
     check_fp16_backend,
+    count,
     image_side,
     make_parser,
-    non_negative_int,
     parse_size,
     positive_int,
     run_command,
+    thread_count,
 )
+from lrnnet.limits import MAX_BENCH_ITERATIONS
 
 PROG = "lrnnet-bench"
 
@@ -42,9 +44,11 @@ def build_parser() -> Parser:
     parser.add_argument("--sweep", type=parse_size, nargs="*", default=None, metavar="HxW",
                         help=f"time several input sizes (default {sweep_default}); needs a .pth or a --dynamic "
                              "export")
-    parser.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP, help="untimed iterations first")
-    parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, help="timed iterations")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--warmup", type=count(MAX_BENCH_ITERATIONS, minimum=0), default=DEFAULT_WARMUP,
+                        help=f"untimed iterations first, 0..{MAX_BENCH_ITERATIONS:,}")
+    parser.add_argument("--iters", type=count(MAX_BENCH_ITERATIONS), default=DEFAULT_ITERS,
+                        help=f"timed iterations, 1..{MAX_BENCH_ITERATIONS:,}")
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="CPU threads (torch intra-op / ONNX Runtime intra-op); default from the CPUs this process "
                              "may use (torch 1 and ONNX Runtime 2 on 2 CPUs: the line 'threads: ...' says it)")
     parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,

@@ -6,7 +6,17 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrnnet.cli._common import Parser, check_fp16_backend, make_parser, parse_size, positive_int, run_command
+from lrnnet.cli._common import (
+    Parser,
+    check_fp16_backend,
+    count,
+    make_parser,
+    parse_size,
+    positive_int,
+    run_command,
+    thread_count,
+)
+from lrnnet.limits import MAX_IMAGES
 
 PROG = "lrnnet-eval"
 
@@ -28,14 +38,14 @@ def build_parser() -> Parser:
                         help="model input size; default: the export's own size (a .pth runs at the size of the "
                              "first static export compared, else at lrnnet-export's default for it: the size it was "
                              "validated at, else 512x1024); the output line says which")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="CPU threads for torch and ONNX Runtime (default: from the CPUs this process may use, "
                              "said in the line 'threads: ...')")
     parser.add_argument("--fp16", action="store_true",
                         help="run a .pth under FP16 autocast (CUDA only); by default it is the FP32 reference. An "
                              "export's precision is in its graph: --fp16 with no .pth is refused")
     parser.add_argument("--batch", type=positive_int, default=1, help="images per inference call")
-    parser.add_argument("--limit", type=positive_int, default=None,
+    parser.add_argument("--limit", type=count(MAX_IMAGES), default=None,
                         help="only the first N images (a quick look; not a comparable score)")
     parser.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
                         help="write labelIds PNGs ({city}_{seq}_{frame}_pred_labelIds.png) for the official "

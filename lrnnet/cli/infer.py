@@ -9,13 +9,14 @@ from pathlib import Path
 from lrnnet.cli._common import (
     EXIT_BAD_INPUT,
     Parser,
+    count,
     make_parser,
-    non_negative_int,
     positive_float,
     positive_int,
     run_command,
 )
 from lrnnet.errors import InputError
+from lrnnet.limits import MAX_BENCH_ITERATIONS, MAX_FRAMES
 
 PROG = "lrnnet-infer"
 
@@ -63,8 +64,8 @@ def build_parser() -> Parser:
     parser.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--target-fps", type=positive_float, default=PAPER_FPS,
                         help="real-time target (the LRNNet paper: 71 FPS on a GTX 1080Ti)")
-    parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
-    parser.add_argument("--warmup", type=non_negative_int, default=2,
+    parser.add_argument("--max-frames", type=count(MAX_FRAMES), default=None, help="stop after N frames")
+    parser.add_argument("--warmup", type=count(MAX_BENCH_ITERATIONS, minimum=0), default=2,
                         help="untimed inferences before the first frame")
     parser.add_argument("--fps", type=positive_float, default=None,
                         help="output frame rate (default the source's; 17 for image folders)")
