@@ -94,6 +94,7 @@ def _body(args: argparse.Namespace) -> int:
         TABLE_HEADER,
         BenchmarkOptions,
         add_peak_fraction,
+        check_pixels,
         host_description,
         runner_threads,
         runs_on_cpu,
@@ -111,6 +112,7 @@ def _body(args: argparse.Namespace) -> int:
     backend = resolve_backend(args.model, args.backend)
     sizes = (args.sweep or list(SWEEP_SIZES)) if args.sweep is not None else \
         [None if args.height is None else (args.height, args.width)]
+    check_pixels(sizes, args.batch)  # every combination, before a model is loaded or an input allocated
 
     with open_runner(args.model, backend=args.backend, device=args.device, **_runner_options(args, backend)) as runner:
         results = sweep(runner, sizes, args.batch, BenchmarkOptions(warmup=args.warmup, iters=args.iters,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lrnnet.cli._common import (
     Parser,
@@ -71,6 +73,26 @@ def _runner_options(model: Path, args: argparse.Namespace) -> dict:
     return {"threads": args.threads} if args.threads is not None and chosen == "onnxruntime" else {}
 
 
+def _check_runners(runners: list, models: list[Path], dataset: Any, args: argparse.Namespace) -> None:
+    """InputError unless every runner has the first one's input size and the data's classes, and a batch
+    of the images to evaluate fits lrnnet.limits at that size."""
+    from lrnnet.errors import InputError
+    from lrnnet.eval import check_classes
+    from lrnnet.limits import pixels_problem
+
+    first = runners[0].info
+    for model, runner in zip(models, runners):
+        if runner.info.input_size != first.input_size:
+            raise InputError(f"{model} runs at {runner.info.input_height}x{runner.info.input_width} but "
+                             f"{models[0]} runs at {first.input_height}x{first.input_width}; pass --size "
+                             "to compare at one size")
+        check_classes(runner, dataset)
+    images = min(args.batch, len(dataset), args.limit or args.batch)
+    problem = pixels_problem(images, first.input_height, first.input_width)
+    if problem is not None:
+        raise InputError(f"--batch {args.batch}: {problem}")
+
+
 def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import check_input, preflight, write_json_atomic
     from lrnnet.data import CityscapesDataset
@@ -108,23 +130,22 @@ def _body(args: argparse.Namespace) -> int:
     check_sizes(models, size, args.backend)  # fail before the first model runs, not after
 
     reports: list[EvalReport] = []
-    for index, model in enumerate(models):
-        with open_at_size(model, size, backend=args.backend, device=args.device,
-                          **_runner_options(model, args)) as runner:
-            if reports and runner.info.input_size != reports[0].input_size:
-                first = reports[0]
-                raise InputError(f"{model} runs at {runner.info.input_height}x{runner.info.input_width} but "
-                                 f"{first.model} ran at {first.input_size[0]}x{first.input_size[1]}; pass --size "
-                                 "to compare at one size")
+    with contextlib.ExitStack() as opened:
+        # Every model opened and checked against the others and the data before any is evaluated: a
+        # mismatch is refused at once, not after the first model's whole split.
+        runners = [opened.enter_context(open_at_size(model, size, backend=args.backend, device=args.device,
+                                                     **_runner_options(model, args))) for model in models]
+        _check_runners(runners, models, dataset, args)
+        for index, (model, runner) in enumerate(zip(models, runners)):
             report = evaluate(runner, dataset, batch_size=args.batch, limit=args.limit, model_name=str(model),
                               save_predictions=_prediction_dir(args.save_predictions, index, model, several),
                               desc=f"Evaluating {model.name}")
-        reports.append(report)
-        height, width = report.input_size
-        print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width} "
-              f"({size_why}), {report.images} {args.split} images, {report.seconds:.1f} s")
-        if not several:
-            print(report.table())
+            reports.append(report)
+            height, width = report.input_size
+            print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width} "
+                  f"({size_why}), {report.images} {args.split} images, {report.seconds:.1f} s")
+            if not several:
+                print(report.table())
 
     if several:
         print()
