@@ -149,7 +149,7 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _body, build_parser(), argv)
+    return run_command(PROG, _body, build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def _source(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _body, build_parser(), argv)
+    return run_command(PROG, _body, build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def _body(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Each step commits its own artifacts (a step is one command), so a failed step keeps the earlier ones.
-    return run_command(PROG, _body, build_parser(), argv, all_or_nothing=False)
+    return run_command(PROG, _body, build_parser, argv, all_or_nothing=False)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _run, build_parser(), argv)
+    return run_command(PROG, _run, build_parser, argv)
 
 
 if __name__ == "__main__":

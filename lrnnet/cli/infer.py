@@ -225,7 +225,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _dispatch, build_parser(), argv)
+    return run_command(PROG, _dispatch, build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def _body(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Training commits each checkpoint on its own, so that an interrupted run can resume from it.
-    return run_command(PROG, _body, build_parser(), argv, all_or_nothing=False)
+    return run_command(PROG, _body, build_parser, argv, all_or_nothing=False)
 
 
 if __name__ == "__main__":
