@@ -14,9 +14,18 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any, TextIO
 
 from lrnnet.errors import InputError, Terminated
-from lrnnet.limits import MAX_PIXELS, MAX_SIDE, fps_problem, timeout_problem
+from lrnnet.limits import (
+    MAX_PIXELS,
+    MAX_SIDE,
+    PIXELS_IN_ALL,
+    count_problem,
+    fps_problem,
+    threads_problem,
+    timeout_problem,
+)
 from lrnnet.log import deferred_notes, set_progress, setup_logging
 
 EXIT_BAD_INPUT = 2
@@ -73,9 +82,20 @@ def _signals_unwind() -> Iterator[None]:
         yield
         return
 
+    resends: list[threading.Timer] = []
+
     def handler(signum: int, frame: FrameType | None) -> None:
         global _stop_signal
         _stop_signal = signum
+        if _importing(frame):
+            # Raised inside an import, the stop can abort the process (torch's C++ import code calling back
+            # into Python: std::terminate on pybind11::error_already_set) or be swallowed by a half-imported
+            # C extension that fails later: the signal comes again once the import is over.
+            resend = threading.Timer(_RESEND_S, os.kill, (os.getpid(), signum))
+            resend.daemon = True
+            resends.append(resend)
+            resend.start()
+            return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise Terminated(signum)
@@ -92,9 +112,23 @@ def _signals_unwind() -> Iterator[None]:
     try:
         yield
     finally:
+        for resend in resends:  # a stop recorded and unwound already must not reach the handlers restored next
+            resend.cancel()
         for signum, old in previous.items():
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(signum, old)
+
+
+_RESEND_S = 0.02  # how soon a stop signal that arrived during an import is delivered again
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether `frame` runs inside an import (a module's top level, or importlib's own machinery)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _disk_full_message() -> str | None:
@@ -109,16 +143,45 @@ def _disk_full_message() -> str | None:
     return None
 
 
-def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], parser: Parser,
+ParserSource = argparse.ArgumentParser | Callable[[], argparse.ArgumentParser]
+
+
+def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], parser: ParserSource,
                 argv: Sequence[str] | None = None, all_or_nothing: bool = True) -> int:
-    """Parse, run, and turn every failure into one line on stderr and an exit status.
+    """Build the parser, parse, run, and turn every failure into one line on stderr and an exit status.
 
     Bad input (InputError, a missing file) and the machine's limits (a full or read-only disk, no
     permission, out of memory) exit 2; Ctrl-C 130, SIGTERM 143, SIGHUP 129; anything else is an
     internal failure, exit 1. With `all_or_nothing` (every command but a resumable one such as
     training) the outputs the body committed through `lrnnet._io` are rolled back on any failure.
     LRNNET_DEBUG=1 shows the traceback for bug reports.
+
+    `parser` is a Parser or the function that builds one: a console script passes its factory, so
+    that the heavy imports a parser's defaults need (runtimes, OpenCV) run inside the handled region
+    and a Ctrl-C during them is one line and 130, like one during the work. A reader that closes
+    stdout early (`| head -1`) does not fail the command (_stdout_may_close).
     """
+    built = parser if isinstance(parser, argparse.ArgumentParser) else None
+    try:
+        # From the start: building the parser and setting up import the heavy libraries (runtimes, OpenCV),
+        # and a stop there is one line and 130 like any other (one during an import waits for its end).
+        with _stdout_may_close(), _signals_unwind():
+            if built is None:
+                built = parser()  # type: ignore[operator]
+            return _parse_and_run(body, built, argv, all_or_nothing)
+    except KeyboardInterrupt as exc:
+        return _stopped(prog, signal.SIGINT, exc, all_or_nothing)
+    except Terminated as exc:
+        return _stopped(prog, exc.signum, exc, all_or_nothing)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
+        if _stop_signal is not None:
+            return _stopped(prog, _stop_signal, exc, all_or_nothing)
+        return _failed(prog, exc, built or Parser(prog=prog))
+
+
+def _parse_and_run(body: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
+                   argv: Sequence[str] | None, all_or_nothing: bool) -> int:
+    """The command inside run_command's handled region; its failures propagate (through the rollback)."""
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:  # a usage error (one line already printed) or --help
@@ -131,17 +194,64 @@ def run_command(prog: str, body: Callable[[argparse.Namespace], int | None], par
         set_progress(False)                   # command's --no-progress (lrnnet-demo) stays in force
     from lrnnet._io import command_outputs
 
+    with command_outputs(rollback=all_or_nothing), deferred_notes():
+        return body(args) or 0
+
+
+class _ClosedPipeSafe:
+    """sys.stdout, except that a write or flush that finds the reader gone (EPIPE: `| head -1` exited)
+    points stdout's file descriptor at /dev/null and carries on: what the command prints is a view of
+    its work, and a reader that stopped reading is no failure of the work (its outputs stay)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._closed_reader = False
+
+    def write(self, text: str) -> int:
+        if not self._closed_reader:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._discard()
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._stream.flush()
+            return
+        self._discard()
+
+    def _discard(self) -> None:
+        self._closed_reader = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a stream without a descriptor
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                # What is still buffered then goes to /dev/null, also at interpreter exit (no
+                # "Exception ignored ... BrokenPipeError" after the command's last line).
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_may_close() -> Iterator[None]:
+    """Run with sys.stdout closed-pipe safe; flush at the end, so a reader gone is noticed here, not at exit."""
+    original = sys.stdout
+    if original is None or isinstance(original, _ClosedPipeSafe):  # no stdout, or an outer command's guard
+        yield
+        return
+    guarded = _ClosedPipeSafe(original)
+    sys.stdout = guarded  # type: ignore[assignment]
     try:
-        with _signals_unwind(), command_outputs(rollback=all_or_nothing), deferred_notes():
-            return body(args) or 0
-    except KeyboardInterrupt as exc:
-        return _stopped(prog, signal.SIGINT, exc, all_or_nothing)
-    except Terminated as exc:
-        return _stopped(prog, exc.signum, exc, all_or_nothing)
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
-        if _stop_signal is not None:
-            return _stopped(prog, _stop_signal, exc, all_or_nothing)
-        return _failed(prog, exc, parser)
+        yield
+    finally:
+        guarded.flush()
+        if sys.stdout is guarded:
+            sys.stdout = original
 
 
 def _failed(prog: str, exc: Exception, parser: argparse.ArgumentParser) -> int:
@@ -235,8 +345,7 @@ def check_size(size: tuple[int, int], text: str | None = None) -> None:
     height, width = size
     shown = text or f"{height}x{width}"
     if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
-        raise argparse.ArgumentTypeError(f"size {shown} is too large (at most {MAX_SIDE} a side, "
-                                         f"{MAX_PIXELS // 1_000_000} Mpixel)")
+        raise argparse.ArgumentTypeError(f"size {shown} is too large (at most {MAX_SIDE} a side, {PIXELS_IN_ALL})")
 
 
 def positive_int(text: str) -> int:
@@ -246,6 +355,31 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def count(maximum: int, minimum: int = 1) -> Callable[[str], int]:
+    """argparse type of a count that sizes a loop or an allocation: an integer from `minimum` (1 or 0) to
+    `maximum`, one of the bounds of lrnnet.limits (refused before anything runs, not after hours)."""
+    parse = positive_int if minimum == 1 else non_negative_int
+
+    def bounded_count(text: str) -> int:
+        value = parse(text)
+        problem = count_problem(value, maximum, minimum)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    bounded_count.__name__ = parse.__name__  # argparse names the type in "invalid <name> value"
+    return bounded_count
+
+
+def thread_count(text: str) -> int:
+    """argparse type of every --threads: positive and at most the CPUs this process may use (lrnnet.limits)."""
+    value = positive_int(text)
+    problem = threads_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 

@@ -9,14 +9,16 @@ from pathlib import Path
 from lrnnet.cli._common import (
     Parser,
     check_fp16_backend,
+    count,
     image_side,
     json_output,
     make_parser,
-    non_negative_int,
     parse_size,
     positive_int,
     run_command,
+    thread_count,
 )
+from lrnnet.limits import MAX_BENCH_ITERATIONS
 
 PROG = "lrnnet-bench"
 
@@ -43,9 +45,11 @@ def build_parser() -> Parser:
     parser.add_argument("--sweep", type=parse_size, nargs="*", default=None, metavar="HxW",
                         help=f"time several input sizes (default {sweep_default}); needs a .pth or a --dynamic "
                              "export")
-    parser.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP, help="untimed iterations first")
-    parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, help="timed iterations")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--warmup", type=count(MAX_BENCH_ITERATIONS, minimum=0), default=DEFAULT_WARMUP,
+                        help=f"untimed iterations first, 0..{MAX_BENCH_ITERATIONS:,}")
+    parser.add_argument("--iters", type=count(MAX_BENCH_ITERATIONS), default=DEFAULT_ITERS,
+                        help=f"timed iterations, 1..{MAX_BENCH_ITERATIONS:,}")
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="CPU threads (torch intra-op / ONNX Runtime intra-op); default from the CPUs this process "
                              "may use (torch 1 and ONNX Runtime 2 on 2 CPUs: the line 'threads: ...' says it)")
     parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
@@ -91,6 +95,7 @@ def _body(args: argparse.Namespace) -> int:
         TABLE_HEADER,
         BenchmarkOptions,
         add_peak_fraction,
+        check_pixels,
         host_description,
         runner_threads,
         runs_on_cpu,
@@ -108,6 +113,7 @@ def _body(args: argparse.Namespace) -> int:
     backend = resolve_backend(args.model, args.backend)
     sizes = (args.sweep or list(SWEEP_SIZES)) if args.sweep is not None else \
         [None if args.height is None else (args.height, args.width)]
+    check_pixels(sizes, args.batch)  # every combination, before a model is loaded or an input allocated
 
     with open_runner(args.model, backend=args.backend, device=args.device, **_runner_options(args, backend)) as runner:
         results = sweep(runner, sizes, args.batch, BenchmarkOptions(warmup=args.warmup, iters=args.iters,
@@ -144,7 +150,7 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _body, build_parser(), argv)
+    return run_command(PROG, _body, build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrnnet.cli._common import Parser, make_parser, positive_int, run_command
+from lrnnet.cli._common import Parser, count, make_parser, positive_int, run_command
+from lrnnet.limits import MAX_IMAGES, PIXELS_IN_ALL
 
 PROG = "lrnnet-build-engine"
 
@@ -44,7 +45,7 @@ def build_parser() -> Parser:
                        help="what to calibrate on: a Cityscapes root (images from leftImg8bit/train, spread "
                             "across cities), any folder of images (searched recursively), or a video file "
                             "(frames spread evenly over it)")
-    calib.add_argument("--calib-images", type=positive_int, default=DEFAULT_CALIB_IMAGES,
+    calib.add_argument("--calib-images", type=count(MAX_IMAGES), default=DEFAULT_CALIB_IMAGES,
                        help="number of calibration images (or video frames), a deterministic, evenly spread subset")
     calib.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD,
                        help="how activation ranges are chosen from the calibration images")
@@ -61,7 +62,7 @@ def build_parser() -> Parser:
                      help="TensorRT builder optimization level (default 3)")
     trt.add_argument("--max-batch", type=positive_int, default=None,
                      help="dynamic-batch exports, TensorRT: largest batch the engine accepts (at least the export's batch; "
-                          "that many of the largest images at most 64 Mpixel)")
+                          f"that many of the largest images at most {PIXELS_IN_ALL})")
     trt.add_argument("--legacy-calibrator", action="store_true",
                      help="TensorRT 10 only: implicit INT8 with IInt8EntropyCalibrator2 on the FP32 graph")
     return parser
@@ -95,7 +96,7 @@ def _source(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _body, build_parser(), argv)
+    return run_command(PROG, _body, build_parser, argv)
 
 
 if __name__ == "__main__":

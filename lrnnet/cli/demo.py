@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrnnet.cli._common import Parser, make_parser, parse_size, positive_int, run_command
+from lrnnet.cli._common import Parser, count, make_parser, parse_size, run_command
+from lrnnet.limits import MAX_FRAMES, MAX_IMAGES, MAX_TRAIN_STEPS
 
 if TYPE_CHECKING:
     from lrnnet.demo import DemoOptions
@@ -33,12 +34,12 @@ def build_parser() -> Parser:
     parser.add_argument("--size", type=parse_size, metavar="HxW",
                         help=f"network input HEIGHTxWIDTH, multiples of 16 (default: {_size(defaults.size)}; "
                              f"{_size(quick.size)} with --quick)")
-    parser.add_argument("--train-iters", type=positive_int, metavar="N",
+    parser.add_argument("--train-iters", type=count(MAX_TRAIN_STEPS), metavar="N",
                         help=f"training iterations (default: {defaults.train_iters}; {quick.train_iters} with --quick)")
-    parser.add_argument("--train-images", type=positive_int, metavar="N",
+    parser.add_argument("--train-images", type=count(MAX_IMAGES), metavar="N",
                         help=f"synthetic training scenes (default: {defaults.train_images}; "
                              f"{quick.train_images} with --quick)")
-    parser.add_argument("--video-frames", type=positive_int, metavar="N",
+    parser.add_argument("--video-frames", type=count(MAX_FRAMES), metavar="N",
                         help=f"frames of the synthetic video (default: {defaults.video_frames}; "
                              f"{quick.video_frames} with --quick)")
     parser.add_argument("--quick", action="store_true",
@@ -78,7 +79,7 @@ def _body(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Each step commits its own artifacts (a step is one command), so a failed step keeps the earlier ones.
-    return run_command(PROG, _body, build_parser(), argv, all_or_nothing=False)
+    return run_command(PROG, _body, build_parser, argv, all_or_nothing=False)
 
 
 if __name__ == "__main__":

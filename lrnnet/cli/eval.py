@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any
 from lrnnet.cli._common import (
     Parser,
     check_fp16_backend,
+    count,
     json_output,
     make_parser,
     parse_size,
     positive_int,
     run_command,
+    thread_count,
 )
+from lrnnet.limits import MAX_IMAGES
 
 if TYPE_CHECKING:
     from lrnnet.eval import EvalReport
@@ -41,14 +44,14 @@ def build_parser() -> Parser:
                         help="model input size; default: the export's own size (a .pth runs at the size of the "
                              "first static export compared, else at lrnnet-export's default for it: the size it was "
                              "validated at, else 512x1024); the output line says which")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="CPU threads for torch and ONNX Runtime (default: from the CPUs this process may use, "
                              "said in the line 'threads: ...')")
     parser.add_argument("--fp16", action="store_true",
                         help="run a .pth under FP16 autocast (CUDA only); by default it is the FP32 reference. An "
                              "export's precision is in its graph: --fp16 with no .pth is refused")
     parser.add_argument("--batch", type=positive_int, default=1, help="images per inference call")
-    parser.add_argument("--limit", type=positive_int, default=None,
+    parser.add_argument("--limit", type=count(MAX_IMAGES), default=None,
                         help="only the first N images (a quick look; not a comparable score)")
     parser.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
                         help="write labelIds PNGs ({city}_{seq}_{frame}_pred_labelIds.png) for the official "
@@ -72,6 +75,26 @@ def _runner_options(model: Path, args: argparse.Namespace) -> dict:
     if chosen == "torch":
         return {"fp16": args.fp16}
     return {"threads": args.threads} if args.threads is not None and chosen == "onnxruntime" else {}
+
+
+def _check_runners(runners: list, models: list[Path], dataset: Any, args: argparse.Namespace) -> None:
+    """InputError unless every runner has the first one's input size and the data's classes, and a batch
+    of the images to evaluate fits lrnnet.limits at that size."""
+    from lrnnet.errors import InputError
+    from lrnnet.eval import check_classes
+    from lrnnet.limits import pixels_problem
+
+    first = runners[0].info
+    for model, runner in zip(models, runners):
+        if runner.info.input_size != first.input_size:
+            raise InputError(f"{model} runs at {runner.info.input_height}x{runner.info.input_width} but "
+                             f"{models[0]} runs at {first.input_height}x{first.input_width}; pass --size "
+                             "to compare at one size")
+        check_classes(runner, dataset)
+    images = min(args.batch, len(dataset), args.limit or args.batch)
+    problem = pixels_problem(images, first.input_height, first.input_width)
+    if problem is not None:
+        raise InputError(f"--batch {args.batch}: {problem}")
 
 
 def _body(args: argparse.Namespace) -> int:
@@ -124,33 +147,31 @@ def _predictions_folder(folder: Path | None) -> contextlib.AbstractContextManage
 
 def _evaluate_all(models: list[Path], args: argparse.Namespace, dataset: Any, size: tuple[int, int] | None,
                   size_why: str, predictions: Path | None) -> list[EvalReport]:
-    from lrnnet.errors import InputError
     from lrnnet.eval import evaluate, open_at_size
 
     several = args.compare is not None
     reports: list[EvalReport] = []
-    for index, model in enumerate(models):
-        with open_at_size(model, size, backend=args.backend, device=args.device,
-                          **_runner_options(model, args)) as runner:
-            if reports and runner.info.input_size != reports[0].input_size:
-                first = reports[0]
-                raise InputError(f"{model} runs at {runner.info.input_height}x{runner.info.input_width} but "
-                                 f"{first.model} ran at {first.input_size[0]}x{first.input_size[1]}; pass --size "
-                                 "to compare at one size")
+    with contextlib.ExitStack() as opened:
+        # Every model opened and checked against the others and the data before any is evaluated: a
+        # mismatch is refused at once, not after the first model's whole split.
+        runners = [opened.enter_context(open_at_size(model, size, backend=args.backend, device=args.device,
+                                                     **_runner_options(model, args))) for model in models]
+        _check_runners(runners, models, dataset, args)
+        for index, (model, runner) in enumerate(zip(models, runners)):
             report = evaluate(runner, dataset, batch_size=args.batch, limit=args.limit, model_name=str(model),
                               save_predictions=_prediction_dir(predictions, index, model, several),
                               desc=f"Evaluating {model.name}")
-        reports.append(report)
-        height, width = report.input_size
-        print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width} "
-              f"({size_why}), {report.images} {args.split} images, {report.seconds:.1f} s")
-        if not several:
-            print(report.table())
+            reports.append(report)
+            height, width = report.input_size
+            print(f"{report.model}: {report.backend} {report.precision} on {report.device}, input {height}x{width} "
+                  f"({size_why}), {report.images} {args.split} images, {report.seconds:.1f} s")
+            if not several:
+                print(report.table())
     return reports
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _body, build_parser(), argv)
+    return run_command(PROG, _body, build_parser, argv)
 
 
 if __name__ == "__main__":

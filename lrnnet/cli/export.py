@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from lrnnet.cli._common import Parser, image_side, make_parser, non_negative_int, positive_int, run_command
+from lrnnet.cli._common import Parser, count, image_side, make_parser, positive_int, run_command
 
 PROG = "lrnnet-export"
 
 
 def build_parser() -> Parser:
     from lrnnet.export.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-    from lrnnet.limits import MAX_PIXELS, MAX_POWER_ITERATIONS
+    from lrnnet.limits import MAX_IMAGES, MAX_POWER_ITERATIONS, PIXELS_IN_ALL
 
     parser = make_parser(
         PROG,
@@ -31,8 +31,7 @@ def build_parser() -> Parser:
     parser.add_argument("--width", type=image_side, default=None,
                         help="input width, a multiple of 8; default the checkpoint's validation size, else 1024")
     parser.add_argument("--batch", type=positive_int, default=1,
-                        help=f"batch size of a static graph (batch x height x width at most {MAX_PIXELS // 1_000_000} "
-                             "Mpixel)")
+                        help=f"batch size of a static graph (batch x height x width at most {PIXELS_IN_ALL})")
     parser.add_argument("--dynamic", action="store_true",
                         help="dynamic batch, height and width; any H and W that are multiples of the network's "
                              "stride (8 for LRNNet) then work, --height/--width/--batch give the traced shape")
@@ -48,7 +47,7 @@ def build_parser() -> Parser:
     parser.add_argument("--no-simplify", action="store_true", help="skip the onnxslim simplification")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the ONNX Runtime vs PyTorch comparison (the op and ONNX checks still run)")
-    parser.add_argument("--verify-scenes", type=non_negative_int, default=3,
+    parser.add_argument("--verify-scenes", type=count(MAX_IMAGES, minimum=0), default=3,
                         help="synthetic street scenes to verify on (plus a gradient and a checkerboard)")
     return parser
 
@@ -74,8 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    return run_command(PROG, _run, parser, argv)
+    return run_command(PROG, _run, build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from typing import Any
 from lrnnet.cli._common import (
     EXIT_BAD_INPUT,
     Parser,
+    count,
     json_output,
     make_parser,
-    non_negative_int,
     output_fps,
     positive_float,
     positive_int,
@@ -20,6 +20,7 @@ from lrnnet.cli._common import (
     stream_timeout,
 )
 from lrnnet.errors import InputError
+from lrnnet.limits import MAX_BENCH_ITERATIONS, MAX_FRAMES
 
 PROG = "lrnnet-infer"
 
@@ -67,8 +68,8 @@ def build_parser() -> Parser:
     parser.add_argument("--report", type=json_output, default=None, help="write the report as JSON here")
     parser.add_argument("--target-fps", type=positive_float, default=PAPER_FPS,
                         help="real-time target (the LRNNet paper: 71 FPS on a GTX 1080Ti)")
-    parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
-    parser.add_argument("--warmup", type=non_negative_int, default=2,
+    parser.add_argument("--max-frames", type=count(MAX_FRAMES), default=None, help="stop after N frames")
+    parser.add_argument("--warmup", type=count(MAX_BENCH_ITERATIONS, minimum=0), default=2,
                         help="untimed inferences before the first frame")
     parser.add_argument("--fps", type=output_fps, default=None,
                         help="output frame rate (default the source's; 17 for image folders)")
@@ -248,7 +249,7 @@ def model_size_options(model: Path, size_text: str | None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _dispatch, build_parser(), argv)
+    return run_command(PROG, _dispatch, build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lrnnet.cli._common import Parser, finite_float, make_parser, parse_size, positive_int, run_command
+from lrnnet.cli._common import (
+    Parser,
+    count,
+    finite_float,
+    make_parser,
+    parse_size,
+    positive_int,
+    run_command,
+    thread_count,
+)
+from lrnnet.limits import MAX_EPOCHS, MAX_IMAGES, MAX_TRAIN_STEPS
 
 if TYPE_CHECKING:
     from lrnnet.train import TrainConfig
@@ -34,7 +44,7 @@ def build_parser() -> Parser:
     data.add_argument("--synthetic", action="store_true",
                       help="train on generated synthetic street scenes (written to --data if given, else "
                            "OUT/synthetic; reused when already there)")
-    data.add_argument("--synthetic-images", type=positive_int, default=DEFAULT_SYNTHETIC_TRAIN, metavar="N",
+    data.add_argument("--synthetic-images", type=count(MAX_IMAGES), default=DEFAULT_SYNTHETIC_TRAIN, metavar="N",
                       help="synthetic training scenes (plus N/4, at least 2, validation scenes)")
     data.add_argument("--size", type=parse_size, metavar="HxW",
                       help="resolution the network works at: images are resized to it, validation runs at it "
@@ -51,15 +61,15 @@ def build_parser() -> Parser:
 
     schedule = parser.add_argument_group("schedule")
     length = schedule.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=positive_int, metavar="N",
+    length.add_argument("--epochs", type=count(MAX_EPOCHS), metavar="N",
                         help=f"passes over the training split (default {DEFAULT_EPOCHS}; "
                              f"{DEFAULT_SYNTHETIC_EPOCHS} with --synthetic)")
-    length.add_argument("--iters", type=positive_int, metavar="N", help="total iterations instead of --epochs")
+    length.add_argument("--iters", type=count(MAX_TRAIN_STEPS), metavar="N", help="total iterations instead of --epochs")
     schedule.add_argument("--batch", type=positive_int, default=8, metavar="N", help="images per iteration")
     schedule.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     schedule.add_argument("--lr", type=finite_float, default=5e-4, help="initial learning rate (poly decay, power 0.9)")
     schedule.add_argument("--weight-decay", type=finite_float, default=1e-4, help="L2 weight decay, from 0 to below 1")
-    schedule.add_argument("--val-every", type=positive_int, default=1, metavar="N",
+    schedule.add_argument("--val-every", type=count(MAX_EPOCHS), default=1, metavar="N",
                           help="validate every N epochs (and after the last)")
 
     run = parser.add_argument_group("run")
@@ -69,7 +79,7 @@ def build_parser() -> Parser:
                           "SIGTERM save one at the end of the running step")
     run.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     run.add_argument("--amp", action="store_true", help="FP16 mixed precision (CUDA only)")
-    run.add_argument("--threads", type=positive_int, metavar="N",
+    run.add_argument("--threads", type=thread_count, metavar="N",
                      help="torch CPU threads (default: from the CPUs this process may use: 1 on 2 CPUs, which "
                           "trains several times faster than 2 on shared cores)")
     run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and augmentation (0 to 2^32-1)")
@@ -120,7 +130,7 @@ def _shown(size: tuple[int, int]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Training commits each checkpoint on its own, so that an interrupted run can resume from it.
-    return run_command(PROG, _body, build_parser(), argv, all_or_nothing=False)
+    return run_command(PROG, _body, build_parser, argv, all_or_nothing=False)
 
 
 if __name__ == "__main__":

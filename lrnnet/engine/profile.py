@@ -14,7 +14,7 @@ import onnx
 
 from lrnnet.errors import InputError
 from lrnnet.export.metadata import LAYOUT_NHWC_UINT8_BGR, ModelInfo
-from lrnnet.limits import MAX_PIXELS
+from lrnnet.limits import MAX_PIXELS, PIXELS_IN_ALL
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,6 @@ def _check_max_batch(max_batch: int, batch_dim: onnx.TensorShapeProto.Dimension,
         raise InputError(f"--max-batch {max_batch} is below the export's batch {export_batch}, the profile's "
                          "optimum; give at least that")
     if max_batch * largest_pixels > MAX_PIXELS:
-        raise InputError(f"--max-batch {max_batch} of the largest input the engine accepts ({largest_pixels / 1e6:.2f} "
-                         f"Mpixel each) is over {MAX_PIXELS // 1_000_000} Mpixel (lrnnet.limits); at most "
+        raise InputError(f"--max-batch {max_batch} of the largest input the engine accepts ({largest_pixels:,} "
+                         f"pixels each) is over {PIXELS_IN_ALL} (lrnnet.limits); at most "
                          f"--max-batch {max(1, MAX_PIXELS // largest_pixels)}")

@@ -36,7 +36,7 @@ from lrnnet.errors import InputError
 from lrnnet.eval.metrics import ConfusionMatrix
 from lrnnet.log import logger, progress
 
-__all__ = ["PREDICTION_SUFFIX", "EvalReport", "check_labels_match", "evaluate", "prediction_path", "save_prediction"]
+__all__ = ["PREDICTION_SUFFIX", "EvalReport", "check_classes", "check_labels_match", "evaluate", "prediction_path", "save_prediction"]
 
 PREDICTION_SUFFIX = "_pred_labelIds.png"  # the official script matches "{city}_{seq}_{frame}*.png"
 
@@ -156,6 +156,17 @@ def check_labels_match(image: np.ndarray, labels: np.ndarray, sample: Sample) ->
                          f"{image.shape[1]}x{image.shape[0]}; the ground truth must match its image")
 
 
+def check_classes(runner: Any, dataset: Any) -> None:
+    """InputError unless `runner` predicts the classes `dataset` is labelled with: a score over mismatched
+    classes is silently wrong. A command comparing several models checks each before evaluating any."""
+    num_classes = int(getattr(runner.info, "num_classes", NUM_CLASSES))
+    data_classes = int(getattr(dataset, "num_classes", NUM_CLASSES))
+    if num_classes != data_classes:
+        raise InputError(f"{getattr(runner, 'name', None) or 'the model'} predicts {num_classes} classes but the "
+                         f"dataset is labelled with {data_classes} (Cityscapes trainIds); evaluate a model trained "
+                         "on these classes")
+
+
 def evaluate(runner: _Predictor, dataset: Any, *, batch_size: int = 1, limit: int | None = None,
              save_predictions: str | Path | None = None, model_name: str | None = None,
              desc: str = "Evaluating") -> EvalReport:
@@ -176,11 +187,7 @@ def evaluate(runner: _Predictor, dataset: Any, *, batch_size: int = 1, limit: in
     info = runner.info
     num_classes = int(getattr(info, "num_classes", NUM_CLASSES))
     class_names = tuple(getattr(info, "class_names", CLASS_NAMES))
-    data_classes = int(getattr(dataset, "num_classes", NUM_CLASSES))
-    if num_classes != data_classes:  # a score over mismatched classes is silently wrong: refuse it
-        raise InputError(f"{getattr(runner, 'name', None) or 'the model'} predicts {num_classes} classes but the "
-                         f"dataset is labelled with {data_classes} (Cityscapes trainIds); evaluate a model trained "
-                         "on these classes")
+    check_classes(runner, dataset)
     confusion = ConfusionMatrix(num_classes)
     items = itertools.islice(iter(dataset), total)  # stop reading files at the limit
     start = time.perf_counter()

@@ -23,25 +23,27 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from lrnnet.errors import InputError
+from lrnnet.limits import MAX_BENCH_ITERATIONS, count_problem, pixels_problem
 from lrnnet.log import logger, progress
 from lrnnet.runtime._device import cpu_name, cpu_threads
 from lrnnet.runtime.latency import PAPER_BATCH, PAPER_INPUT_SIZE, compare_with_paper, summarize_latency
 
 __all__ = ["DEFAULT_ITERS", "DEFAULT_WARMUP", "SWEEP_SIZES", "BenchmarkOptions", "BenchmarkResult", "add_peak_fraction",
-           "benchmark", "check_shape", "host_description", "resolve_size", "runner_threads", "runs_on_cpu", "sweep"]
+           "benchmark", "check_pixels", "check_shape", "distinct", "host_description", "resolve_size", "runner_threads", "runs_on_cpu", "sweep"]
 
 DEFAULT_WARMUP = 50
 DEFAULT_ITERS = 100
 SWEEP_SIZES: tuple[tuple[int, int], ...] = (PAPER_INPUT_SIZE, (1024, 2048))  # half and full Cityscapes
 
 Step = Callable[[], Any]
+H = TypeVar("H", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class BenchmarkOptions:
             raise InputError(f"warm-up iterations must be >= 0, got {self.warmup}")
         if self.iters < 1:
             raise InputError(f"timed iterations must be positive, got {self.iters}")
+        for what, value, minimum in (("warm-up iterations", self.warmup, 0), ("timed iterations", self.iters, 1)):
+            problem = count_problem(value, MAX_BENCH_ITERATIONS, minimum)  # a sample buffer of `iters` floats
+            if problem is not None:
+                raise InputError(f"{what}: {problem}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
             raise InputError(f"size must be a positive (height, width), got {self.size}")
 
@@ -157,10 +163,28 @@ def resolve_size(runner: Any, size: tuple[int, int] | None) -> tuple[int, int]:
     return size
 
 
+def distinct(items: Iterable[H]) -> list[H]:
+    """Each item once, in the order first given: a size or a batch asked for twice is timed (and reported) once."""
+    return list(dict.fromkeys(items))
+
+
+def check_pixels(sizes: Iterable[tuple[int, int] | None], batches: Iterable[int]) -> None:
+    """Every (size, batch) within lrnnet.limits (InputError otherwise), before any model is loaded or input
+    allocated. A size of None is the paper's 512x1024 (a static export's own size is checked again once known)."""
+    batches = distinct(batches)
+    for size in distinct(sizes):
+        height, width = size or PAPER_INPUT_SIZE
+        for batch in batches:
+            problem = pixels_problem(batch, height, width)
+            if problem is not None:
+                raise InputError(f"input {problem}: use a smaller --batch or size")
+
+
 def check_shape(runner: Any, size: tuple[int, int], batch: int) -> tuple[int, ...]:
     """The input shape for (size, batch), or InputError when this model cannot take it."""
     info = runner.info
     height, width = size
+    check_pixels([size], [batch])
     if not info.dynamic and (height, width) != info.input_size:
         raise InputError(f"{runner.name} has a static input of {info.input_height}x{info.input_width}, so it "
                          f"cannot run at {height}x{width}: re-export it with lrnnet-export --dynamic, or "
@@ -303,8 +327,8 @@ def benchmark(runner: Any, options: BenchmarkOptions = BenchmarkOptions(), model
 def sweep(runner: Any, sizes: Sequence[tuple[int, int] | None], batches: Sequence[int],
           options: BenchmarkOptions = BenchmarkOptions(), model_name: str | None = None) -> list[BenchmarkResult]:
     """Every (size, batch); every combination is checked before any is timed, so a static model fails at once."""
-    resolved = list(dict.fromkeys(resolve_size(runner, size) for size in sizes))
-    combos = [(size, batch) for size in resolved for batch in batches]
+    combos = [(size, batch) for size in distinct(resolve_size(runner, size) for size in sizes)
+              for batch in distinct(batches)]
     for size, batch in combos:
         check_shape(runner, size, batch)
     return [benchmark(runner, BenchmarkOptions(size=size, batch=batch, warmup=options.warmup, iters=options.iters,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lrnnet.errors import InputError
-from lrnnet.limits import MAX_PIXELS, MAX_SIDE
+from lrnnet.limits import MAX_PIXELS, MAX_SIDE, PIXELS_IN_ALL
 from lrnnet.models import LRNNet
 from lrnnet.runtime.latency import PAPER_INPUT_SIZE
 
@@ -209,7 +209,7 @@ def check_training_sizes(size: tuple[int, int], crop: tuple[int, int], scale_ran
     if max(largest) > MAX_SIDE or largest[0] * largest[1] > MAX_PIXELS:
         raise InputError(f"--scale-range {low:g} {high:g}: at scale {high:g} the {size[0]}x{size[1]} images grow to "
                          f"{largest[0]}x{largest[1]}, over the bound of {MAX_SIDE} a side and "
-                         f"{MAX_PIXELS // 1_000_000} Mpixel; lower the high scale or --size")
+                         f"{PIXELS_IN_ALL}; lower the high scale or --size")
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:

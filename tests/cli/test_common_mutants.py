@@ -59,8 +59,8 @@ def test_bounds_are_8192_a_side_and_64_mpixel():
     ("0x8", "size must be positive, got '0x8'"),
     ("8x0", "size must be positive, got '8x0'"),
     ("-1x8", "size must be positive, got '-1x8'"),
-    ("8x8193", "size 8x8193 is too large (at most 8192 a side, 67 Mpixel)"),
-    ("8193x8", "size 8193x8 is too large (at most 8192 a side, 67 Mpixel)"),
+    ("8x8193", "size 8x8193 is too large (at most 8192 a side, 8192x8192 pixels in all)"),
+    ("8193x8", "size 8193x8 is too large (at most 8192 a side, 8192x8192 pixels in all)"),
 ])
 def test_parse_size_messages_in_full(text, message):
     with pytest.raises(argparse.ArgumentTypeError) as info:
@@ -77,10 +77,10 @@ def test_parse_size_returns_height_then_width():
 def test_check_size_names_the_size_as_given_or_as_numbers():
     with pytest.raises(argparse.ArgumentTypeError) as info:
         _common.check_size((9000, 8))
-    assert str(info.value) == "size 9000x8 is too large (at most 8192 a side, 67 Mpixel)"
+    assert str(info.value) == "size 9000x8 is too large (at most 8192 a side, 8192x8192 pixels in all)"
     with pytest.raises(argparse.ArgumentTypeError) as info:
         _common.check_size((8, 8193), "the --size")
-    assert str(info.value) == "size the --size is too large (at most 8192 a side, 67 Mpixel)"
+    assert str(info.value) == "size the --size is too large (at most 8192 a side, 8192x8192 pixels in all)"
     _common.check_size((8192, 1))
     _common.check_size((1, 8192))
 

@@ -207,7 +207,7 @@ def test_shared_number_parsers():
     assert _common.parse_size("8192x8192") == (8192, 8192) and _common.parse_size("1x1") == (1, 1)
     for text, words in (("512", "HEIGHTxWIDTH"), ("axb", "HEIGHTxWIDTH"), ("0x8", "positive"), ("8x-8", "positive"),
                         ("8x0", "positive"),
-                        ("8193X8", r"size 8193X8 is too large \(at most 8192 a side, 67 Mpixel\)"), ("1x2x3", "HEIGHTxWIDTH")):
+                        ("8193X8", r"size 8193X8 is too large \(at most 8192 a side, 8192x8192 pixels in all\)"), ("1x2x3", "HEIGHTxWIDTH")):
         with pytest.raises(argparse.ArgumentTypeError, match=words):
             _common.parse_size(text)
     _common.check_size((8192, 8192))

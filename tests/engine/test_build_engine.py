@@ -413,7 +413,7 @@ def test_tensorrt_ready_graph_refuses_calibration_options(workdir, capsys):
 def test_max_batch_is_bounded(workdir, capsys, in_graph_onnx):
     shutil.copy(in_graph_onnx, workdir / "dynamic.onnx")
     assert main(["dynamic.onnx", "--fp16", "--backend", "tensorrt", "--max-batch", "100000000"]) == 2
-    assert "over 67 Mpixel (lrnnet.limits); at most --max-batch 512" in _one_line_error(capsys)
+    assert "over 8192x8192 pixels in all (lrnnet.limits); at most --max-batch 512" in _one_line_error(capsys)
     assert _files(workdir) == {"lrnnet.onnx", "dynamic.onnx"}
 
 

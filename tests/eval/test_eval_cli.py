@@ -164,3 +164,25 @@ def test_save_predictions_replaces_only_its_own_folder_and_never_an_input(tiny_o
     assert main(["--model", str(model), *argv[2:], str(preds)]) == 2
     assert "holds the input" in capsys.readouterr().err
     assert (theirs / "notes.txt").read_text() == "mine" and (preds / "m.onnx").is_file()
+
+
+def test_compare_refuses_a_model_of_other_classes_before_evaluating_any(tiny_checkpoint, synthetic_root, tmp_path,
+                                                                         capsys):
+    import torch
+
+    from lrnnet.models import LRNNet, save_checkpoint
+
+    torch.manual_seed(0)
+    five = tmp_path / "five.pth"
+    save_checkpoint(five, LRNNet(num_classes=5).eval(), epoch=0, metrics={})
+    preds = tmp_path / "preds"
+    rc = main(["--compare", str(tiny_checkpoint), str(five), "--data", str(synthetic_root), "--device", "cpu",
+               "--size", "64x128", "--save-predictions", str(preds), "--json", str(tmp_path / "out.json"),
+               "--no-progress"])
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert rc == 2 and len(errors) == 1, captured.err
+    assert errors[0].startswith("lrnnet-eval: error: ") and "predicts 5 classes" in errors[0]
+    assert captured.out == ""  # the reference was not evaluated first (its result line would be here)
+    assert "Evaluating" not in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["five.pth"]

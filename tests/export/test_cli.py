@@ -153,7 +153,7 @@ def test_sizes_and_counts_are_bounded(tiny_checkpoint, tmp_path, capsys):
     cases = {
         "recorded size": ([str(huge)], r"export size 100000x100000 is too large \(at most 8192 a side\)"),
         "batch": ([str(tiny_checkpoint), "--batch", "100000", "--height", "64", "--width", "128"],
-                  r"export size 100000 x 64x128 is 819 Mpixel, too large"),
+                  r"export size 100000 x 64x128 is 819,200,000 pixels, too large \(at most 8192x8192 pixels in all\)"),
         "flag iterations": ([str(tiny_checkpoint), "--power-iterations", "100000"],
                             r"power iterations must be an integer in 1\.\.100 .* from --power-iterations"),
         "config iterations": ([str(endless), "--height", "64", "--width", "128"],

@@ -208,3 +208,45 @@ def test_onnxruntime_cuda_uses_io_binding(tiny_onnx):
     with open_runner(tiny_onnx, device="cuda") as runner:
         result = benchmark(runner, BenchmarkOptions(warmup=2, iters=5))
     assert result.input_on_device and "I/O binding" in result.method
+
+
+def test_every_size_and_batch_is_held_to_the_pixel_bound_before_a_model_is_loaded(tiny_checkpoint, tmp_path, capsys):
+    junk = tmp_path / "junk.onnx"  # loading it would fail: the bound must be checked first
+    junk.write_bytes(b"not an onnx file")
+    cases = [
+        ([str(junk), "--sweep", "8192x8192", "--batch", "2"], "2 x 8192x8192 is 134,217,728 pixels, too large"),
+        ([str(junk), "--sweep", "64x64", "8192x8192", "--batch", "1", "2"], "2 x 8192x8192"),
+        ([str(junk), "--height", "4096", "--width", "4096", "--batch", "5"], "5 x 4096x4096"),
+        ([str(junk), "--batch", "129"], "129 x 512x1024"),  # the default size
+        ([str(tiny_checkpoint), "--batch", "100000", "--device", "cpu"], "100000 x 512x1024"),
+    ]
+    for argv, expected in cases:
+        rc, stdout, err = _run(["--model", *argv, "--no-progress", "--json", str(tmp_path / "b.json")], capsys)
+        lines = [line for line in err.splitlines() if "error" in line]
+        assert rc == 2 and stdout == "", (argv, err)
+        assert len(lines) == 1 and expected in lines[0] and "at most 8192x8192 pixels in all" in lines[0], (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.onnx"]
+
+
+def test_the_library_holds_each_shape_and_iteration_count_to_the_bounds():
+    runner = CountingRunner(ModelInfo(input_height=32, input_width=64, stride=8, dynamic=True))
+    with pytest.raises(InputError, match=r"3 x 8192x8192 is 201,326,592 pixels, too large"):
+        sweep(runner, [(32, 64), (8192, 8192)], [1, 3], BenchmarkOptions(warmup=0, iters=1))
+    assert runner.shapes == []
+    for options in ({"iters": 10**11}, {"iters": 10**21}, {"warmup": 10**11}):
+        with pytest.raises(InputError, match=r"is too many \(at most 1,000,000\)"):
+            BenchmarkOptions(**options)
+
+
+def test_a_batch_asked_for_twice_is_timed_and_reported_once(tiny_checkpoint, tmp_path, capsys):
+    runner = CountingRunner(ModelInfo(input_height=32, input_width=64, stride=8, dynamic=True))
+    results = sweep(runner, [(16, 32), (16, 32)], [1, 2, 1, 2, 1], BenchmarkOptions(warmup=0, iters=1))
+    assert [r.input_shape for r in results] == [(1, 3, 16, 32), (2, 3, 16, 32)]
+    out = tmp_path / "bench.json"
+    rc, stdout, err = _run(["--model", str(tiny_checkpoint), "--device", "cpu", "--height", "32", "--width", "64",
+                            "--batch", "1", "1", "--warmup", "0", "--iters", "2", "--threads", "1", "--json", str(out),
+                            "--no-progress", "--no-peak"], capsys)
+    assert rc == 0, err
+    assert [run["protocol"]["input_shape"] for run in json.loads(out.read_text())["runs"]] == [[1, 3, 32, 64]]
+    assert sum("1x3x32x64" in line for line in stdout.splitlines()) == 1
+    assert sum(line.startswith("vs paper") for line in stdout.splitlines()) == 1
