@@ -243,7 +243,7 @@ def check_writable(path: str | os.PathLike[str] | None, directory: bool = False,
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as exc:
-        raise InputError(f"cannot write {what} {path}: {describe_os_error(exc)}") from exc
+        raise InputError(f"cannot write {what} {path}: {describe_os_error(exc, name_the_file=False)}") from exc
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
@@ -276,7 +276,7 @@ def refuse_foreign_folder(path: str | os.PathLike[str], what: str = "output") ->
     try:
         empty = next(path.iterdir(), None) is None
     except OSError as exc:
-        raise InputError(f"cannot read {what} folder {path}: {describe_os_error(exc)}") from exc
+        raise InputError(f"cannot read {what} folder {path}: {describe_os_error(exc, name_the_file=False)}") from exc
     if not empty:
         raise InputError(f"{what} folder {path} exists and holds files lrnnet did not write; give a new or empty "
                          "folder, or remove it")
@@ -561,8 +561,9 @@ def free_bytes(path: Path) -> int | None:
     return stats.f_bavail * stats.f_frsize
 
 
-def describe_os_error(exc: OSError) -> str:
-    """One line that says what the machine refused and what to do about it."""
+def describe_os_error(exc: OSError, name_the_file: bool = True) -> str:
+    """One line that says what the machine refused and what to do about it; `name_the_file=False` where the
+    caller's own words already name it."""
     advice = {
         errno.ENOSPC: "the disk is full; free some space or write elsewhere",
         errno.EDQUOT: "the disk quota is exceeded; free some space or write elsewhere",
@@ -572,7 +573,7 @@ def describe_os_error(exc: OSError) -> str:
         errno.EFBIG: "the file is too large for this file system; write elsewhere",
     }
     reason = advice.get(exc.errno or -1, exc.strerror or str(exc))
-    where = f" ({target_of(exc.filename)})" if exc.filename else ""
+    where = f" ({target_of(exc.filename)})" if exc.filename and name_the_file else ""
     return f"{reason}{where}"
 
 

@@ -58,6 +58,11 @@ MAX_TRAIN_STEPS = 10_000_000  # lrnnet-train --iters, lrnnet-demo --train-iters
 MAX_EPOCHS = 100_000  # lrnnet-train --epochs, --val-every
 MAX_IMAGES = 10_000_000  # images read or generated: eval --limit, train --synthetic-images, calibration images
 MAX_FRAMES = 1_000_000_000  # lrnnet-infer --max-frames, lrnnet-demo --video-frames
+# Ray actors of one batch job: each is a process holding a loaded model (~0.3 GB on the CPU). 1024 is
+# a large cluster's worth; a local Ray gets at most 4 per usable CPU (past one per CPU they only take
+# turns, and thousands of processes exhaust the machine before any frame is segmented).
+MAX_WORKERS = 1024
+MAX_LOCAL_WORKERS_PER_CPU = 4
 
 
 def pixels_problem(batch: int, height: int, width: int) -> str | None:

@@ -15,12 +15,11 @@ from lrnnet.cli._common import (
     make_parser,
     output_fps,
     positive_float,
-    positive_int,
     run_command,
     stream_timeout,
 )
 from lrnnet.errors import InputError
-from lrnnet.limits import MAX_BENCH_ITERATIONS, MAX_FRAMES
+from lrnnet.limits import MAX_BENCH_ITERATIONS, MAX_FRAMES, MAX_WORKERS
 
 PROG = "lrnnet-infer"
 
@@ -80,7 +79,7 @@ def build_parser() -> Parser:
                        help="folder of the outputs, one per source named from it (<stem>_seg.mp4 or "
                             "<stem>_labels/, with a <output>.json done-marker); its parent must exist. "
                             "With --ray-address it must be storage every node sees at the same path")
-    batch.add_argument("--workers", type=positive_int, default=None,
+    batch.add_argument("--workers", type=count(MAX_WORKERS), default=None,
                        help="Ray actors, each holding one loaded model (default 2); threads per actor are "
                             "the cores divided among them")
     batch.add_argument("--ray-address", default=None,

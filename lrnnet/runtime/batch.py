@@ -73,9 +73,10 @@ from lrnnet._io import (
     refuse_overwrite,
 )
 from lrnnet._lazy import lazy_import
-from lrnnet._threads import count_text
+from lrnnet._threads import count_text, usable_cpus
 from lrnnet.errors import InputError, Terminated, add_note
 from lrnnet.export.metadata import ModelInfo, read_model_info
+from lrnnet.limits import MAX_LOCAL_WORKERS_PER_CPU, MAX_WORKERS
 from lrnnet.log import logger, progress_bar
 from lrnnet.runtime.sources import FrameSource, is_camera_spec
 from lrnnet.runtime.video import FRAME_IN_TO_OUT, PipelineOptions
@@ -114,6 +115,14 @@ class BatchOptions:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise InputError(f"workers must be at least 1, got {self.workers}")
+        if self.workers > MAX_WORKERS:
+            raise InputError(f"{self.workers} workers is too many (at most {MAX_WORKERS})")
+        if self.ray_address is None:
+            cpus = usable_cpus()
+            if self.workers * (self.threads or 1) > MAX_LOCAL_WORKERS_PER_CPU * cpus:
+                raise InputError(f"{self.workers} workers x {count_text(self.threads or 1)} on a local Ray is more than "
+                                 f"{MAX_LOCAL_WORKERS_PER_CPU} per usable CPU ({count_text(cpus, 'CPU')} here): each "
+                                 "worker is a process holding a model; use fewer, or a cluster (--ray-address)")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads per worker must be at least 1, got {self.threads}")
         if self.ray_address is not None:
@@ -530,7 +539,7 @@ def check_ray_address_form(address: str) -> tuple[str, int] | None:
     """(host, port) of a Ray address (HOST:PORT, ray://HOST:PORT), None for "auto"; InputError for anything else."""
     if address == "auto":
         return None  # a cluster started on this machine (ray start --head): ray.init finds it or fails at once
-    match = _ADDRESS.fullmatch(address.strip())
+    match = _ADDRESS.fullmatch(address)  # as typed: " host:1" would reach ray.init with its space
     if match is None or not 0 < int(match["port"]) < 65536:
         raise InputError(f"--ray-address {address!r}: expected HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379), "
                          "ray://HOST:PORT or auto")
@@ -857,8 +866,6 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
     unwinding: BaseException | None = None
     try:
         if todo:
-            from lrnnet._threads import usable_cpus
-
             start = time.perf_counter()
             cpus = usable_cpus()
             if options.ray_address is None and options.workers * (options.threads or 1) > cpus:

@@ -18,6 +18,7 @@ import pytest
 from runtime_helpers import checkpoint_validated_at, read_video, write_truncated_video
 
 from lrnnet._io import OUTPUT_MARKER, file_sha256
+from lrnnet._threads import usable_cpus
 from lrnnet.cli.infer import main
 from lrnnet.data.synthetic import write_synthetic_video
 from lrnnet.errors import InputError
@@ -257,6 +258,9 @@ def test_well_formed_ray_addresses_are_accepted():
     assert check_ray_address_form("10.0.0.5:6379") == ("10.0.0.5", 6379)
     assert check_ray_address_form("ray://head.example.com:10001") == ("head.example.com", 10001)
     assert check_ray_address_form("[::1]:6379") == ("::1", 6379)
+    for typed_with_a_space in (" 10.0.0.5:6379", "10.0.0.5:6379 "):  # ray.init would get the space
+        with pytest.raises(InputError, match="expected HOST:PORT"):
+            check_ray_address_form(typed_with_a_space)
 
 
 def test_a_marker_of_another_model_source_or_setting_is_not_complete(first_run, sources, tiny_onnx, tmp_path):
@@ -457,7 +461,7 @@ def test_an_output_that_is_another_source_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no sources", "empty list", "output-dir parent", "same stem", "workers 0",
-                                  "camera", "-o with many", "corrupt model", "backend for another model"])
+                                  "workers past the bound", "local workers past the CPUs", "camera", "-o with many", "corrupt model", "backend for another model"])
 def test_bad_input_is_exit_2_and_no_output(case, sources, tiny_onnx, tmp_path):
     out = tmp_path / "out"
     two = [sources["north"], sources["south"]]
@@ -468,6 +472,11 @@ def test_bad_input_is_exit_2_and_no_output(case, sources, tiny_onnx, tmp_path):
         "same stem": [sources["north"], _copy(sources["north"], tmp_path / "b" / "north.mp4"), "--model", tiny_onnx,
                       "--output-dir", out],
         "workers 0": [*two, "--model", tiny_onnx, "--output-dir", out, "--workers", "0"],
+        "workers past the bound": [*two, "--model", tiny_onnx, "--output-dir", out, "--workers", "100000"],
+        # thousands of local actor processes, each holding a model, would exhaust the machine first
+        "local workers past the CPUs": [*[_copy(sources["north"], tmp_path / f"{i}" / f"v{i}.mp4")
+                                          for i in range(4 * usable_cpus() + 1)],
+                                        "--model", tiny_onnx, "--output-dir", out, "--workers", str(4 * usable_cpus() + 1)],
         "camera": [sources["north"], "0", "--model", tiny_onnx, "--output-dir", out],
         "-o with many": [*two, "--model", tiny_onnx, "-o", tmp_path / "x.mp4", "--output-dir", out],
         "corrupt model": [*two, "--model", _write(tmp_path / "cut.onnx", Path(tiny_onnx).read_bytes()[:5000]),
