@@ -143,3 +143,9 @@ def check_split(dataset: CityscapesDataset, batch: int) -> None:
     if len(dataset) < batch:
         raise InputError(f"the training split of {dataset.root} has {len(dataset)} images, fewer than "
                          f"--batch {batch}; lower --batch")
+
+
+def check_synthetic_count(images: int, batch: int) -> None:
+    """check_split for synthetic data, before any image is generated."""
+    if images < batch:
+        raise InputError(f"--synthetic-images {images} is fewer than --batch {batch}; lower --batch or generate more")

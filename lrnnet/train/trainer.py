@@ -51,7 +51,7 @@ from lrnnet.errors import InputError
 from lrnnet.log import logger, progress_bar
 from lrnnet.models import build_model, load_checkpoint, save_checkpoint
 from lrnnet.train.config import RUN_DEFINING, TrainConfig
-from lrnnet.train.data import EpochBatches, TrainingSet, check_split, prepare_synthetic
+from lrnnet.train.data import EpochBatches, TrainingSet, check_split, check_synthetic_count, prepare_synthetic
 from lrnnet.train.schedule import poly_lr
 
 __all__ = ["BEST", "LAST", "TrainResult", "changed_settings", "train"]
@@ -113,6 +113,8 @@ def train(config: TrainConfig, on_step: StepCallback | None = None) -> TrainResu
     _check_out(config.out, config.resume)
     # A bad --resume fails before any data is read or written.
     resume_from = None if config.resume is None else (config.resume, _check_resumable(config.resume, config))
+    if config.synthetic:
+        check_synthetic_count(config.synthetic_train, config.batch)
     root = _prepare_data(config)
     train_split = CityscapesDataset(root, "train")
     val_split = CityscapesDataset(root, "val")

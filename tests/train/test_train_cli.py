@@ -29,6 +29,7 @@ def _one_error_line(err: str, message: str) -> None:
     (["--synthetic", "--amp", "--device", "cpu"], "--amp"),
     (["--synthetic", "--seed", "-1"], "--seed must be an integer from 0 to 4294967295"),
     (["--synthetic", "--scale-range", "1000", "1000"], "over the bound of 8192 a side"),
+    (["--synthetic", "--synthetic-images", "4", "--batch", "8"], "--synthetic-images 4 is fewer than --batch 8"),
 ])
 def test_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
