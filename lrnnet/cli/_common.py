@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from lrnnet.errors import InputError, Terminated
 from lrnnet.limits import (
@@ -27,6 +27,8 @@ from lrnnet.limits import (
     timeout_problem,
 )
 from lrnnet.log import deferred_notes, set_progress, setup_logging
+
+_Value = TypeVar("_Value")
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -358,31 +360,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def count(maximum: int, minimum: int = 1) -> Callable[[str], int]:
-    """argparse type of a count that sizes a loop or an allocation: an integer from `minimum` (1 or 0) to
-    `maximum`, one of the bounds of lrnnet.limits (refused before anything runs, not after hours)."""
-    parse = positive_int if minimum == 1 else non_negative_int
-
-    def bounded_count(text: str) -> int:
-        value = parse(text)
-        problem = count_problem(value, maximum, minimum)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    bounded_count.__name__ = parse.__name__  # argparse names the type in "invalid <name> value"
-    return bounded_count
-
-
-def thread_count(text: str) -> int:
-    """argparse type of every --threads: positive and at most the CPUs this process may use (lrnnet.limits)."""
-    value = positive_int(text)
-    problem = threads_problem(value)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return value
-
-
 def image_side(text: str) -> int:
     """An image height or width (argparse type): positive and at most MAX_SIDE (the one size bound)."""
     value = positive_int(text)
@@ -422,6 +399,41 @@ def finite_float(text: str) -> float:
     return value
 
 
+def _bounded(parse: Callable[[str], _Value], problem: Callable[[_Value], str | None]) -> Callable[[str], _Value]:
+    """argparse type: `parse`, then refuse a value `problem` (one of lrnnet.limits' checks) finds fault with."""
+    def checked(text: str) -> _Value:
+        value = parse(text)
+        why = problem(value)
+        if why is not None:
+            raise argparse.ArgumentTypeError(why)
+        return value
+
+    checked.__name__ = parse.__name__  # argparse names the type in "invalid <name> value"
+    return checked
+
+
+def count(maximum: int, minimum: int = 1) -> Callable[[str], int]:
+    """argparse type of a count that sizes a loop or an allocation: an integer from `minimum` (1 or 0) to
+    `maximum`, one of the bounds of lrnnet.limits (refused before anything runs, not after hours)."""
+    return _bounded(positive_int if minimum == 1 else non_negative_int,
+                    lambda value: count_problem(value, maximum, minimum))
+
+
+def thread_count(text: str) -> int:
+    """argparse type of every --threads: positive and at most the CPUs this process may use (lrnnet.limits)."""
+    return _bounded(positive_int, threads_problem)(text)
+
+
+def output_fps(text: str) -> float:
+    """An output video's frame rate (argparse type), within what the encoders write correctly (lrnnet.limits)."""
+    return _bounded(finite_float, fps_problem)(text)
+
+
+def stream_timeout(text: str) -> float:
+    """A stream's open and read timeout in seconds (argparse type), within what FFmpeg takes (lrnnet.limits)."""
+    return _bounded(finite_float, timeout_problem)(text)
+
+
 def json_output(text: str) -> Path:
     """A JSON output file (argparse type of every command's --json/--report): its name must end in .json, so
     that a slip such as `--report clip.mp4` cannot overwrite a video, a list or a model with a report."""
@@ -429,21 +441,3 @@ def json_output(text: str) -> Path:
     if path.suffix.lower() != ".json":
         raise argparse.ArgumentTypeError(f"a JSON output must end in .json, got '{text}'")
     return path
-
-
-def output_fps(text: str) -> float:
-    """An output video's frame rate (argparse type), within what the encoders write correctly (lrnnet.limits)."""
-    value = finite_float(text)
-    problem = fps_problem(value)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return value
-
-
-def stream_timeout(text: str) -> float:
-    """A stream's open and read timeout in seconds (argparse type), within what FFmpeg takes (lrnnet.limits)."""
-    value = finite_float(text)
-    problem = timeout_problem(value)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return value
