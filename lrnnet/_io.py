@@ -366,15 +366,21 @@ def verify_image(path: Path) -> None:
 def count_video_frames(path: Path) -> int:
     """Frames in a video file, by PyAV (packets, no decoding) where installed, else OpenCV."""
     try:
-        import av
+        import av  # noqa: F401 - only whether PyAV is here
     except ImportError:
         return _count_frames_opencv(path)
+    with _reopened_with_pyav(path) as (container, stream):
+        return 0 if stream is None else sum(1 for packet in container.demux(stream) if packet.size)
+
+
+@contextlib.contextmanager
+def _reopened_with_pyav(path: Path) -> Iterator[tuple[Any, Any]]:
+    """(container, its first video stream or None), a file FFmpeg cannot read being OutputCheckFailed."""
+    import av
+
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                return 0
-            stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size)
+            yield container, (container.streams.video[0] if container.streams.video else None)
     except (av.FFmpegError, OSError) as exc:
         raise OutputCheckFailed(f"video does not reopen ({type(exc).__name__}: {exc})") from exc
 
@@ -408,18 +414,14 @@ class VideoProbe:
 def probe_video(path: Path) -> VideoProbe:
     """The size and frame rate of `path`'s video stream, by PyAV where installed, else OpenCV."""
     try:
-        import av
+        import av  # noqa: F401 - only whether PyAV is here
     except ImportError:
         return _probe_opencv(path)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise OutputCheckFailed("the file holds no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            return VideoProbe(stream.height, stream.width, float(rate) if rate else None)
-    except (av.FFmpegError, OSError) as exc:
-        raise OutputCheckFailed(f"video does not reopen ({type(exc).__name__}: {exc})") from exc
+    with _reopened_with_pyav(path) as (_, stream):
+        if stream is None:
+            raise OutputCheckFailed("the file holds no video stream")
+        rate = stream.average_rate or stream.guessed_rate
+        return VideoProbe(stream.height, stream.width, float(rate) if rate else None)
 
 
 def _probe_opencv(path: Path) -> VideoProbe:
