@@ -266,16 +266,6 @@ def test_check_writable_refuses_a_read_only_folder(tmp_path):
         folder.chmod(0o700)
 
 
-def test_a_read_only_file_system_is_one_line_that_names_the_output_once(tmp_path):
-    from disk_helpers import mounted
-
-    (tmp_path / "ro").mkdir()
-    with mounted(["-t", "tmpfs", "-o", "size=1m,ro", "tmpfs"], tmp_path / "ro") as folder, \
-            pytest.raises(InputError) as refused:
-        check_writable(folder / "x.json")
-    assert str(refused.value) == f"cannot write output {folder / 'x.json'}: the file system is read-only; write elsewhere"
-
-
 def test_refuse_overwrite(tmp_path):
     model = tmp_path / "model.onnx"
     model.write_bytes(b"x")
