@@ -337,6 +337,10 @@ class _CountingSource(FrameSource):
             yield frame
             self._on_frames(1)
 
+    @property
+    def hidden_frames(self) -> int:  # counted by the inner source as it reads
+        return self.inner.hidden_frames
+
     def close(self) -> None:
         self.inner.close()
 

@@ -59,6 +59,7 @@ class FrameSource(abc.ABC):
 
     kind = ""
     live = False  # a camera or stream: no end of its own, Ctrl-C ends it
+    _hidden = 0  # hidden_frames, counted by a source that reads packets
 
     def __init__(self, description: str, size: tuple[int, int], fps: float, expected_frames: int | None) -> None:
         self.description = description
@@ -69,6 +70,12 @@ class FrameSource(abc.ABC):
     @abc.abstractmethod
     def __iter__(self) -> Iterator[Frame]:
         """Yield frames in order, the first one included."""
+
+    @property
+    def hidden_frames(self) -> int:
+        """Frames the container lists but marks as not to be shown (the pre-roll before an MP4 edit list's start, as
+        a trimmed clip has): read and decoded, then dropped by FFmpeg on purpose, so never lost frames."""
+        return self._hidden
 
     def close(self) -> None:
         """Release the capture."""
@@ -271,6 +278,7 @@ class PyAVSource(FrameSource):
                 raise (InputError(f"stream {text} holds no video") if live else _NotForPyAV("no video stream"))
             self._stream = self._container.streams.video[0]
             self._stream.thread_type = "AUTO"
+            self._hidden = 0  # counted from the first packet on, before super().__init__
             self._frames = self._decode()
             start = time.perf_counter()
             first = next(self._frames, None)
@@ -308,6 +316,8 @@ class PyAVSource(FrameSource):
                 return  # a file damaged past repair: the end (the count of missing frames shows it)
             if packet is None:
                 return
+            if packet.is_discard and packet.size:
+                self._hidden += 1
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:

@@ -427,7 +427,7 @@ def _report(runner: Runner, source: FrameSource, target: Path, options: Pipeline
         "corrupt_frames": pipeline.corrupt,
         "frames_expected": source.expected_frames,  # what the container or folder lists (None for a camera)
         "frames_missing": _missing(pipeline, source),
-        "damage": damage_note(pipeline.decoded, source.expected_frames, _missing(pipeline, source)),
+        "damage": damage_note(source.expected_frames, _missing(pipeline, source)),
         "resolution": {"height": source.size[0], "width": source.size[1]},
         "output_fps": fps,
         **{key: value for key, value in runner.describe().items()},
@@ -444,19 +444,20 @@ def _report(runner: Runner, source: FrameSource, target: Path, options: Pipeline
     }
 
 
-def damage_note(decoded: int, listed: int | None, missing: int) -> str | None:
+def damage_note(listed: int | None, missing: int) -> str | None:
     """What a source that ended before the frames its container lists says, else None: the one wording of a
     damaged source (a truncated file), for the single path's report and a batch's line, entry and marker."""
     if not missing or listed is None:
         return None
-    return f"{listed - decoded} of {listed} listed frames could not be decoded (damaged file?)"
+    return f"{missing} of {listed} listed frames could not be decoded (damaged file?)"
 
 
 def _missing(pipeline: _Pipeline, source: FrameSource) -> int:
-    """Frames the container lists but FFmpeg never returned nor reported (0 unless the source ran to its end)."""
+    """Frames the container lists but FFmpeg never returned nor reported (0 unless the source ran to its end);
+    the frames it lists as not to be shown (source.hidden_frames) are not lost."""
     if not pipeline.exhausted or source.expected_frames is None:
         return 0
-    return max(0, source.expected_frames - pipeline.decoded - pipeline.corrupt_count)
+    return max(0, source.expected_frames - pipeline.decoded - pipeline.corrupt_count - source.hidden_frames)
 
 
 def _encoder_note(report: dict[str, Any]) -> str:

@@ -68,6 +68,22 @@ def write_truncated_video(path: Path, size: tuple[int, int] = (64, 128), frames:
     return path
 
 
+def write_trimmed_video(path: Path, size: tuple[int, int] = (64, 128), frames: int = 30, hidden: int = 5) -> Path:
+    """An H.264 MP4 whose first `hidden` frames lie before its edit list's start (as a clip trimmed without
+    re-encoding has): the container lists `frames`, FFmpeg shows `frames - hidden`, and nothing is damaged."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=17, options={"x264-params": "bframes=0"})
+        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
+        for index, frame in enumerate(street_frames(size, frames)):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            video_frame.pts = index - hidden  # negative: before the edit list's start
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
+    return path
+
+
 def read_video(path: Path) -> list[np.ndarray]:
     """Every frame OpenCV decodes from `path`."""
     import cv2

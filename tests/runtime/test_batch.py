@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import checkpoint_validated_at, read_video, write_truncated_video
+from runtime_helpers import checkpoint_validated_at, read_video, write_trimmed_video, write_truncated_video
 
 from lrnnet._io import OUTPUT_MARKER, file_sha256
 from lrnnet._threads import usable_cpus
@@ -344,6 +344,19 @@ def test_a_truncated_source_is_damaged_kept_and_reported_again_on_a_rerun(local_
         finished = [line for line in stderr.splitlines() if line.startswith(f"damaged {cut}: {note}; 1 frames")]
         assert len(finished) == (run == "first"), (run, stderr)
     assert entry.get("skipped") is True
+
+
+def test_a_trimmed_source_is_done_not_damaged(local_ray, tiny_onnx, tmp_path, capsys):
+    """An MP4 whose edit list hides its first 5 of 30 frames: 25 shown, none lost (the batch reads through a
+    counting wrapper, which must see the frames its source counted hidden)."""
+    trimmed = write_trimmed_video(tmp_path / "trimmed.mp4")
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    rc, _, stderr = _cli(trimmed, "--model", tiny_onnx, "--output-dir", out, "--workers", "1", "--warmup", "0",
+                         "--report", report_path, capsys=capsys)
+    assert rc == 0, stderr
+    entry = json.loads(report_path.read_text())["sources"][0]
+    assert (entry["status"], entry["error"], entry["frames"]) == ("done", None, 25), entry
+    assert len(read_video(out / "trimmed_seg.mp4")) == 25
 
 
 def test_list_file_with_comments_and_relative_paths(tmp_path):

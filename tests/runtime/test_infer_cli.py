@@ -15,6 +15,7 @@ from runtime_helpers import (
     checkpoint_validated_at,
     read_video,
     rewrite_metadata,
+    write_trimmed_video,
     write_truncated_video,
 )
 
@@ -324,6 +325,18 @@ def test_a_damaged_newest_engine_is_refused_not_replaced_by_an_older_one(damage,
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "lrnnet_int8.onnx, is damaged" in lines[0], err
     assert set(tmp_path.rglob("*")) == before
+
+
+def test_a_trimmed_video_is_not_damaged(tiny_onnx, tmp_path, capsys):
+    """An MP4 whose edit list starts after its first 5 frames lists 30 and shows 25: FFmpeg drops the 5 on purpose
+    (they were counted lost, 'damaged', exit 2)."""
+    video = write_trimmed_video(tmp_path / "trimmed.mp4")
+    rc, _, err = run(capsys, video, "--model", tiny_onnx, "--warmup", "0", "--report", tmp_path / "r.json")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["damage"] is None and report["frames_missing"] == 0
+    assert report["frames"] == 25 and report["frames_expected"] == 30
+    assert len(read_video(tmp_path / "trimmed_seg.mp4")) == 25
 
 
 def test_a_truncated_video_keeps_its_frames_and_exits_2_saying_so(tiny_onnx, tmp_path, capsys):
