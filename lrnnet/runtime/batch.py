@@ -876,7 +876,10 @@ def run_batch(sources: Sequence[str | os.PathLike[str]], model: str | Path, outp
                 logger.warning("%d workers x %s on %d usable CPUs: they will take turns (oversubscribed)",
                                options.workers, count_text(options.threads or 1), cpus)
             local_cpus = max(cpus, options.workers * (options.threads or 1))
-            session = _RaySession(options.ray_address, local_cpus)
+            # Joining a cluster starts no process here, so its C++ client's lines can be filtered from the start;
+            # a local Ray's processes would inherit the filter's pipe as their stderr.
+            with _known_ray_lines_dropped() if options.ray_address is not None else contextlib.nullcontext():
+                session = _RaySession(options.ray_address, local_cpus)
             cluster_cpus, node_cpus = session.cpus()
             threads = plan_threads(options.workers, cluster_cpus, node_cpus, options.threads)
             startup_s = time.perf_counter() - start
@@ -996,8 +999,9 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
             # per actor at a time: then only the source that kills its worker fails.
             for attempt, in_flight in ((1, 2), (2, 1)):
                 if attempt > 1:
-                    logger.warning("%d of %d sources were lost with a worker process that died; trying them once more, "
-                                   "one per worker", len(lost), len(jobs))
+                    logger.warning("%d of %d sources were lost with a worker process that died (out of memory? a crash "
+                                   "in a native library? see the Ray logs); trying them once more, one per worker",
+                                   len(lost), len(jobs))
                     if counter is not None:
                         ray.get(counter.forget.remote([job.index for job in lost]))
                 with warnings.catch_warnings():  # max_task_retries has no named parameter yet; Ray warns it may go
@@ -1025,14 +1029,22 @@ def _execute(ray: Any, jobs: list[SourceJob], model: Path, backend: str, model_s
     return results
 
 
-# The one Ray log line dropped from the driver's stderr: Ray's C++ core worker says it whenever Ray Data creates
-# its map actors (ray issue #53727). Ray Data itself passes object-store refs to every map actor's constructor
-# (its DataContext, the map transformer, the location tracker) and asks for max_restarts=-1; the restarts are
-# what lets a source that kills its worker fail alone (max_restarts=0 was tried: the sources waiting on that
-# actor were then lost too), so the cause stays and the line, which asks nothing of a user, goes. A C++ line
-# written to fd 2, so it is filtered there; nothing else is touched.
-_KNOWN_RAY_LINE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object "
-                             rb"store and max_restarts > 0\..*issues/53727")
+# The Ray log lines dropped from the driver's stderr, each one that lrnnet says better or that asks nothing of a user:
+# - Ray's C++ core worker says it whenever Ray Data creates its map actors (ray issue #53727). Ray Data itself passes
+#   object-store refs to every map actor's constructor (its DataContext, the map transformer, the location tracker)
+#   and asks for max_restarts=-1; the restarts are what lets a source that kills its worker fail alone
+#   (max_restarts=0 was tried: the sources waiting on that actor were then lost too), so the cause stays. It is
+#   logged at ERROR level, so Ray's log level cannot drop it alone.
+# - The raylet's "A worker died ..." (forwarded with terminal colours, even into a file): the driver's own line
+#   says which sources were lost with it, that they are tried once more, and where the Ray logs are.
+# - The GCS client's "Failed to get cluster ID ... Unauthenticated" while joining a cluster that wants a token:
+#   the one error line says what to set.
+# C++ lines go to fd 2, so they are filtered there; nothing else is touched.
+_KNOWN_RAY_LINE = re.compile(
+    rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store and "
+    rb"max_restarts > 0\..*issues/53727"
+    rb"|\(raylet\)(?:\x1b\[0m)? A worker died or was killed while executing a task by an unexpected system error"
+    rb"|gcs_client\.cc:\d+: Failed to get cluster ID from GCS server: Unauthenticated")
 
 
 @contextlib.contextmanager

@@ -556,6 +556,33 @@ def test_unreachable_ray_address_fails_within_seconds(sources, tiny_onnx, tmp_pa
     assert not out.exists()
 
 
+def test_the_stderr_filter_drops_exactly_the_known_ray_lines(tmp_path):
+    """The three Ray lines lrnnet says better (or that ask nothing of a user) go; every other byte passes in order."""
+    import threading
+
+    from lrnnet.runtime.batch import _forward_stderr
+
+    known = [(b"[2026-12-05 07:26:21,958 E 14848 14848] core_worker.cc:2465: Actor with class name: 'MapWorker(X)' and "
+             b"ID: '38' has constructor arguments in the object store and max_restarts > 0. If the arguments in the "
+             b"object store go out of scope ... https://github.com/ray-project/ray/issues/53727\n"),
+             (b"\x1b[33m(raylet)\x1b[0m A worker died or was killed while executing a task by an unexpected system "
+             b"error. To troubleshoot the problem, check the logs for the dead worker. Worker PID: 22529\n"),
+             (b"[2026-12-05 08:11:35,374 W 7082 7103] gcs_client.cc:210: Failed to get cluster ID from GCS server: "
+             b"Unauthenticated: RPC error: InvalidAuthToken: Authentication token is missing or incorrect\n")]
+    kept = [b"lrnnet-infer: error: the Ray cluster at 127.0.0.1:6390 uses token authentication\n",
+            b"\x1b[33m(raylet)\x1b[0m Task was killed due to the node running low on memory.\n", b"a bar \r"]
+    read_end, write_end = os.pipe()
+    sink = tmp_path / "stderr"
+    with open(sink, "wb") as target:
+        forwarder = threading.Thread(target=_forward_stderr, args=(read_end, target.fileno()))
+        forwarder.start()
+        for line in (kept[0], known[0], kept[1], known[1], known[2], kept[2]):
+            os.write(write_end, line)
+        os.close(write_end)
+        forwarder.join(timeout=10)
+    assert sink.read_bytes() == b"".join(kept)
+
+
 def test_a_batch_run_logs_only_its_own_lines(sources, tiny_onnx, tmp_path):
     """A real process (Ray's C++ core worker writes to fd 2): every batch run logged Ray's core_worker.cc:2465
     line about constructor arguments in the object store (ray issue #53727); now only lrnnet's lines, each
