@@ -130,6 +130,8 @@ def _parse(path: Path) -> CalibrationCache:
         raise invalid("not text") from exc
     except ValueError as exc:  # JSONDecodeError, including an empty file
         raise invalid(f"not JSON ({exc})") from exc
+    except RecursionError as exc:  # '[' * 200000: nested deeper than any cache
+        raise invalid("JSON nested too deeply") from exc
     if not isinstance(raw, dict):
         raise invalid(f"a JSON {type(raw).__name__}, not an object")
     if raw.get("format") != CACHE_FORMAT and raw.get("format") not in _OUTDATED_FORMATS:
@@ -159,7 +161,18 @@ def _kind(value: Any) -> str:
     return "missing" if value is None else f"a {type(value).__name__} ({str(value)[:40]!r})"
 
 
+# How ONNX Runtime's TensorsData names its calibration methods (read back by its loader, which has a KeyError
+# for any other) and the dtypes of the arrays it writes.
+_CALIBRATION_METHODS = {"CalibrationMethod.MinMax", "CalibrationMethod.Entropy", "CalibrationMethod.Percentile",
+                        "CalibrationMethod.Distribution"}
+_ARRAY_DTYPES = {"float16", "float32", "float64"}
+
+
 def _check_ranges(tensors_data: dict[str, Any], invalid: Any) -> None:
+    method = tensors_data.get("calibration_method")
+    named = method.get("value") if isinstance(method, dict) else method
+    if method is not None and named not in _CALIBRATION_METHODS:
+        raise invalid(f"unknown calibration method {str(named)[:60]!r}")
     data = tensors_data.get("data")
     if not isinstance(data, dict) or not data:
         raise invalid("no tensor ranges ('ort_tensors_data.data' is empty or missing)")
@@ -168,7 +181,7 @@ def _check_ranges(tensors_data: dict[str, Any], invalid: Any) -> None:
             raise invalid(f"tensor '{name}' has no lowest/highest range")
         try:
             lowest, highest = _number(entry["lowest"]), _number(entry["highest"])
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer past any float
             raise invalid(f"tensor '{name}' has a range that is not a number ({exc})") from exc
         if not (math.isfinite(lowest) and math.isfinite(highest)):
             raise invalid(f"tensor '{name}' has a non-finite range [{lowest}, {highest}]")
@@ -190,6 +203,8 @@ def _number(value: Any) -> float:
     An empty array (a tensor the calibration never saw filled) reads as 0, as ``CalibrationCache.amax`` reads it.
     """
     if isinstance(value, dict):
+        if value.get("dtype", "float32") not in _ARRAY_DTYPES:
+            raise TypeError(f"an array of dtype {value.get('dtype')!r}")
         value = value.get("data")
     while isinstance(value, list):
         if len(value) > 1:

@@ -104,6 +104,7 @@ def test_two_differences_are_both_named(tmp_path, lrnnet_log):
     json.dumps({"format": CACHE_FORMAT, "key": {**KEY.__dict__}, "digest": "x", "images_used": "many",
                 "ort_tensors_data": {}}),
     json.dumps(["a", "list"]),
+    "[" * 200000 + "]" * 200000,  # deeper than the JSON parser recurses: was a RecursionError
 ])
 def test_a_file_that_is_not_a_cache_is_bad_input(tmp_path, content):
     path = tmp_path / "calib.json"
@@ -251,6 +252,12 @@ _DATA = ("ort_tensors_data", "data")
     (_set(*_DATA, "relu_out", {"lowest": float("-inf"), "highest": 1.0}),
      "tensor 'relu_out' has a non-finite range [-inf, 1.0]"),
     (_set(*_DATA, "relu_out", {"lowest": 2.0, "highest": 1.5}), "tensor 'relu_out' has lowest 2 above highest 1.5"),
+    (_set(*_DATA, "relu_out", {"lowest": 0.0, "highest": 10 ** 400}),  # past any float: was an OverflowError
+     "tensor 'relu_out' has a range that is not a number (int too large to convert to float)"),
+    (_set(*_DATA, "relu_out", {"lowest": 0.0, "highest": {"CLS": "numpy.array", "data": 1.0, "dtype": "object"}}),
+     "tensor 'relu_out' has a range that is not a number (an array of dtype 'object')"),
+    (_set("ort_tensors_data", "calibration_method", {"CLS": "CalibrationMethod", "value": "CalibrationMethod.Bogus"}),
+     "unknown calibration method 'CalibrationMethod.Bogus'"),
     (_set(*_DATA, "relu_out", {"lowest": -65505.0, "highest": 1.0}),
      "tensor 'relu_out' has range [-65505, 1], beyond any activation (|x| > 65504, FP16's largest)"),
     (_set("format", "lrnnet-calibration-cache/0"),
