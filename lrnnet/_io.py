@@ -59,6 +59,7 @@ __all__ = [
     "atomic_output",
     "check_input",
     "check_writable",
+    "claim_folder",
     "clean_stale_temps",
     "clean_stale_temps_in",
     "command_outputs",
@@ -280,6 +281,16 @@ def refuse_foreign_folder(path: str | os.PathLike[str], what: str = "output") ->
     if not empty:
         raise InputError(f"{what} folder {path} exists and holds files lrnnet did not write; give a new or empty "
                          "folder, or remove it")
+
+
+def claim_folder(path: str | os.PathLike[str]) -> None:
+    """Make `path`, a folder a command writes many outputs into (the demo's workdir), and mark it as lrnnet's:
+    refuse_foreign_folder then lets its reruns write there again, and refuses a folder of the user's."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    marker = path / OUTPUT_MARKER
+    if not marker.is_file():
+        marker.write_text("written by lrnnet: its commands write into this folder again\n", encoding="utf-8")
 
 
 def preflight(inputs: Iterable[str | os.PathLike[str] | None] = (),

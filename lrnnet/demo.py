@@ -162,12 +162,14 @@ def write_preview(model: Path, dataset_root: Path, target: Path) -> Path:
 
 
 def run_demo(options: DemoOptions) -> dict[str, Path]:
+    from lrnnet._io import claim_folder
     from lrnnet.cli import bench, build_engine, export, infer, train
     from lrnnet.cli import eval as eval_cli
     from lrnnet.train.data import prepare_synthetic
 
     options.validate()
     work = options.workdir
+    claim_folder(work)  # lrnnet's from now on: a rerun may write here again, a folder of the user's is refused
     work.mkdir(parents=True, exist_ok=True)
     size = _size_arg(options.size)
     timings: dict[str, float] = {}

@@ -77,6 +77,21 @@ def test_demo_refuses_what_a_step_would_refuse_before_writing_anything(argv, mes
     assert not (tmp_path / "d").exists()
 
 
+def test_a_workdir_of_the_users_own_files_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """The demo writes common names (street.mp4, accuracy.json) into its workdir: a folder it did not make was
+    written into, its files replaced, exit 0."""
+    from lrnnet.cli.demo import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "street.mp4").write_text("my notes")
+    assert main(["--workdir", str(mine), "--quick", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"lrnnet-demo: error: --workdir folder {mine} exists and holds files lrnnet did not write; give a "
+                   "new or empty folder, or remove it")], err
+    assert [p.name for p in mine.iterdir()] == ["street.mp4"] and (mine / "street.mp4").read_text() == "my notes"
+
+
 def test_a_failed_step_is_the_one_line_of_its_command(tmp_path, capsys, monkeypatch):
     from lrnnet.cli import demo, train
 

@@ -89,6 +89,7 @@ def _runner_options(args: argparse.Namespace, backend: str) -> dict:
 
 def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import check_input, preflight, write_json_atomic
+    from lrnnet.engine.sidecar import model_files
     from lrnnet.errors import InputError
     from lrnnet.runtime.benchmark import (
         SWEEP_SIZES,
@@ -109,7 +110,7 @@ def _body(args: argparse.Namespace) -> int:
     if args.sweep is not None and args.height is not None:
         raise InputError("give either --height/--width or --sweep, not both")
     check_input(args.model, "model file")
-    preflight(inputs=[args.model], outputs=[args.json])
+    preflight(inputs=model_files(args.model), outputs=[args.json])
     backend = resolve_backend(args.model, args.backend)
     sizes = (args.sweep or list(SWEEP_SIZES)) if args.sweep is not None else \
         [None if args.height is None else (args.height, args.width)]

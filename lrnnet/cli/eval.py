@@ -100,12 +100,14 @@ def _check_runners(runners: list, models: list[Path], dataset: Any, args: argpar
 def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import check_input, preflight, write_json_atomic
     from lrnnet.data import CityscapesDataset
+    from lrnnet.engine.sidecar import model_files
     from lrnnet.errors import InputError
     from lrnnet.eval import ChosenSize, check_sizes, common_size, comparison, drop_table
     from lrnnet.runtime.factory import resolve_backend
 
     models: list[Path] = list(args.compare) if args.compare else [args.model]
-    preflight(inputs=[*models, args.data], outputs=[args.json], folders=[args.save_predictions])
+    preflight(inputs=[*(f for model in models for f in model_files(model)), args.data], outputs=[args.json],
+              folders=[args.save_predictions])
     if args.compare is not None and len(models) < 2:
         raise InputError("--compare needs at least two models (the first is the reference)")
     for model in models:

@@ -117,6 +117,7 @@ def default_model(directory: Path = Path(".")) -> Path:
 
 def _body(args: argparse.Namespace) -> int:
     from lrnnet._io import preflight, write_json_atomic
+    from lrnnet.engine.sidecar import model_files
     from lrnnet.runtime.factory import open_runner
     from lrnnet.runtime.sources import open_source, quiet_video_logs
     from lrnnet.runtime.video import PipelineOptions, format_report, resolve_output, run_video
@@ -124,7 +125,7 @@ def _body(args: argparse.Namespace) -> int:
     options = PipelineOptions(output_kind=args.output, alpha=args.alpha, max_frames=args.max_frames,
                               warmup=args.warmup, fps=args.fps, target_fps=args.target_fps)
     quiet_video_logs()
-    preflight(inputs=[args.model, args.source if Path(args.source).exists() else None],
+    preflight(inputs=[*model_files(args.model), args.source if Path(args.source).exists() else None],
               outputs=[args.report, None if args.output == "labels" else args.out],
               folders=[args.out if args.output == "labels" else None])
     source = open_source(args.source, timeout_s=args.timeout)  # first: a bad source fails before a model is loaded

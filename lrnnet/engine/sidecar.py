@@ -82,13 +82,19 @@ def sidecar_path(engine: str | Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
+def model_files(model: str | Path | None) -> list[Path]:
+    """The files a model is read from: itself and, when it has one, its sidecar (what a command that reads the
+    model must never overwrite, e.g. with `--json lrnnet_fp16.onnx.json`)."""
+    if model is None:
+        return []
+    return [Path(model), *([sidecar_path(model)] if sidecar_path(model).is_file() else [])]
+
+
 def write_sidecar(engine: str | Path, sidecar: EngineSidecar) -> Path:
     path = sidecar_path(engine)
     sidecar = dataclasses.replace(sidecar, engine_sha256=file_sha256(Path(engine)))
     write_json_atomic(path, sidecar.to_dict())
     return path
-
-
 
 
 def read_sidecar(engine: str | Path) -> EngineSidecar:

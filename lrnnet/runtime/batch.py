@@ -74,6 +74,7 @@ from lrnnet._io import (
 )
 from lrnnet._lazy import lazy_import
 from lrnnet._threads import count_text, usable_cpus
+from lrnnet.engine.sidecar import model_files
 from lrnnet.errors import InputError, Terminated, add_note
 from lrnnet.export.metadata import ModelInfo, read_model_info
 from lrnnet.limits import MAX_LOCAL_WORKERS_PER_CPU, MAX_WORKERS
@@ -916,7 +917,7 @@ def _refuse_overwriting_inputs(specs: Sequence[str | os.PathLike[str]], model: P
                                output_kind: str, also_writes: Sequence[Path]) -> None:
     """No output of the job (an output, its done-marker, a file the caller writes after it) is or holds an
     input: the model, a source, or a list file naming sources (lrnnet._io.refuse_overwrite)."""
-    inputs = [model, *(Path(spec) for spec in specs if "://" not in str(spec)), *(Path(job.source) for job in jobs)]
+    inputs = [*model_files(model), *(Path(spec) for spec in specs if "://" not in str(spec)), *(Path(job.source) for job in jobs)]
     outputs = [*(job.marker for job in jobs), *also_writes]
     folders = [job.output for job in jobs] if output_kind == "labels" else []
     if not folders:

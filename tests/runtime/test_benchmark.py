@@ -250,3 +250,21 @@ def test_a_batch_asked_for_twice_is_timed_and_reported_once(tiny_checkpoint, tmp
     assert [run["protocol"]["input_shape"] for run in json.loads(out.read_text())["runs"]] == [[1, 3, 32, 64]]
     assert sum("1x3x32x64" in line for line in stdout.splitlines()) == 1
     assert sum(line.startswith("vs paper") for line in stdout.splitlines()) == 1
+
+
+def test_the_report_never_overwrites_the_models_sidecar(tiny_onnx, tmp_path, capsys):
+    """`--json lrnnet_fp16.onnx.json` named the model's own sidecar (what the engine was built from, how): it was
+    replaced by the speed report, exit 0."""
+    import shutil
+
+    from lrnnet.engine.sidecar import sidecar_path
+
+    model = shutil.copy(tiny_onnx, tmp_path / "lrnnet_fp16.onnx")
+    sidecar = sidecar_path(model)
+    sidecar.write_text('{"built": "by lrnnet-build-engine"}')
+    rc, _, err = _run(["--model", str(model), "--json", str(sidecar), "--iters", "1", "--no-peak", "--no-progress"],
+                      capsys)
+    assert rc == 2 and err.strip().splitlines() == [
+        (f"lrnnet-bench: error: output {sidecar} is the input {sidecar}; refusing to overwrite an input (give another "
+        "output name)")], err
+    assert sidecar.read_text() == '{"built": "by lrnnet-build-engine"}'
