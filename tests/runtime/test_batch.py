@@ -678,9 +678,10 @@ def test_a_source_that_kills_its_worker_fails_alone_after_a_second_try(local_ray
         assert "worker process died" in by_name[name]["error"] and "both tries" in by_name[name]["error"]
         assert not (out / f"{name}_seg.mp4").exists()
     for name in ("north", "south"):
-        # Each waited on an actor that held a long video (two sources in flight per actor; every actor up before
-        # any source is handed out; the longest first): lost with it, then finished on the second try.
-        assert by_name[name]["status"] == "done" and by_name[name]["attempts"] == 2, by_name[name]
+        # Each usually waits on an actor that holds a long video (two sources in flight per actor; the longest
+        # first), is lost with it and finishes on the second try; on a busy machine an actor may end a short one
+        # before its long one is killed (seen in CI): done either way, every frame there.
+        assert by_name[name]["status"] == "done" and by_name[name]["attempts"] in (1, 2), by_name[name]
         assert len(read_video(out / f"{name}_seg.mp4")) == by_name[name]["frames"] == FRAMES
         if len(os.sched_getaffinity(0)) >= 2:  # the killed actors' CPU claims died with them: pinned again
             assert len(by_name[name]["cpus"]) == 1, by_name[name]
