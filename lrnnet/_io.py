@@ -84,7 +84,7 @@ TEMP_MARK = ".lrnnet-tmp-"
 # Every folder lrnnet commits as a whole (atomic_output(directory=True)) holds this file: an existing
 # non-empty folder without it is someone else's, and lrnnet never replaces it.
 OUTPUT_MARKER = ".lrnnet-output"
-Verifier = Callable[[Path], None]
+Verifier = Callable[[Path], object]  # raises OutputCheckFailed; what it returns is not used here
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -450,10 +450,12 @@ def _probe_opencv(path: Path) -> VideoProbe:
 
 
 def verify_video(path: Path, frames: int | Callable[[], int] | None = None,
-                 size: tuple[int, int] | None = None) -> None:
+                 size: tuple[int, int] | None = None) -> VideoProbe | None:
     """The video reopens and holds `frames` frames (a number, or a function giving it at commit time), each of
-    `size` (height, width) when given: an encoder that silently cropped or scaled the frames is caught here."""
+    `size` (height, width) when given: an encoder that silently cropped or scaled the frames is caught here.
+    Returns what it read of the file's stream (`probe_video`) when it checked the size, else None."""
     verify_nonempty(path)
+    probe = None
     if size is not None:
         probe = probe_video(path)
         if (probe.height, probe.width) != tuple(size):
@@ -465,6 +467,7 @@ def verify_video(path: Path, frames: int | Callable[[], int] | None = None,
             raise OutputCheckFailed("video has no frames")
     elif count != expected:
         raise OutputCheckFailed(f"video reopens with {count} frames, {expected} were written")
+    return probe
 
 
 def verify_onnx(path: Path) -> None:

@@ -318,6 +318,12 @@ def _internal(prog: str, exc: BaseException, parser: argparse.ArgumentParser) ->
 def _fail(prog: str, message: str, status: int) -> int:
     if os.environ.get("LRNNET_DEBUG"):
         traceback.print_exc()
+    return error_line(prog, message, status)
+
+
+def error_line(prog: str, message: str, status: int = EXIT_BAD_INPUT) -> int:
+    """The one `prog: error: ...` line on stderr; returns `status`. For a command that ends in an error after it
+    committed its outputs (they stay: returned, not raised), and for run_command's own failures."""
     print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return status
 

@@ -65,14 +65,13 @@ def options_from_args(args: argparse.Namespace) -> DemoOptions:
 
 
 def _body(args: argparse.Namespace) -> int:
-    from lrnnet._io import check_writable, refuse_foreign_folder, refuse_overwrite
+    from lrnnet._io import check_writable, refuse_overwrite
     from lrnnet.demo import StepFailed, run_demo
 
     refuse_overwrite(inputs=[args.cityscapes], outputs=[args.workdir])
-    check_writable(args.workdir, directory=True, make_parents=True, writes_into=True)  # before the first step (lrnnet._io)
-    # Its outputs have common names (street.mp4, accuracy.json): a folder of the user's is refused, one the
-    # demo made (run_demo marks it) is written into again.
-    refuse_foreign_folder(args.workdir, "--workdir")
+    # Before the first step. Not `writes_into`: its outputs have common names (street.mp4, accuracy.json), so a
+    # folder of the user's is refused like any folder output; one the demo made (run_demo marks it) is written again.
+    check_writable(args.workdir, directory=True, make_parents=True, what="--workdir")
     try:
         run_demo(options_from_args(args))
     except StepFailed as failed:  # the step's command printed the one error line: no second one

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from lrnnet.cli._common import (
-    EXIT_BAD_INPUT,
     Parser,
     count,
+    error_line,
     json_output,
     make_parser,
     output_fps,
@@ -143,17 +143,9 @@ def _body(args: argparse.Namespace) -> int:
         print(f"Report: {args.report}")
     if report["damage"]:
         # Returned, not raised: the output keeps the frames that decoded (and the report stays), said as bad input.
-        return _error(f"{report['source']}: {report['damage']}; {report['output']} keeps the {report['frames']} "
-                      "that decoded")
+        return error_line(PROG, f"{report['source']}: {report['damage']}; {report['output']} keeps the "
+                                f"{report['frames']} that decoded")
     return 0
-
-
-def _error(message: str) -> int:
-    """One `prog: error:` line, exit 2, for a run that kept its outputs (run_command's form, without a raise)."""
-    import sys
-
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
 
 
 def _is_batch(args: argparse.Namespace) -> bool:
@@ -217,7 +209,7 @@ def _batch_body(args: argparse.Namespace) -> int:
         # Returned, not raised: the outputs of the sources that worked (and the report) stay committed.
         rerun = "a rerun retries the failed ones and skips the rest" if report["failed"] and report["damaged"] else \
             "a rerun retries them and skips the rest" if report["failed"] else "a rerun skips them and says so again"
-        return _error(f"{'; '.join(problems)} (listed above); {rerun}")
+        return error_line(PROG, f"{'; '.join(problems)} (listed above); {rerun}")
     return 0
 
 
@@ -238,12 +230,10 @@ def model_size_options(model: Path, size_text: str | None) -> dict[str, Any]:
             raise InputError(str(exc)) from None
     if not is_checkpoint or not model.is_file():  # a missing model: open_runner (or the batch's check) says so
         return {}
-    from lrnnet.export.onnx import default_export_size
-    from lrnnet.models.checkpoint import checkpoint_sizes
+    from lrnnet.export.onnx import export_size_of
 
-    size = default_export_size(model)
-    why = "the size it was validated at" if checkpoint_sizes(model).get("val_size") == size else \
-        "it records no validation size"
+    size, recorded = export_size_of(model)
+    why = "the size it was validated at" if recorded else "it records no validation size"
     print(f"Size: {size[0]}x{size[1]} ({why}; --size sets another)")
     return {"size": size}
 

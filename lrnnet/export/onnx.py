@@ -331,9 +331,15 @@ PAPER_EXPORT_SIZE = (512, 1024)  # the export size of a checkpoint that records 
 
 def default_export_size(checkpoint: str | os.PathLike[str]) -> tuple[int, int]:
     """The size a checkpoint was validated at (lrnnet-train records it), else 512x1024."""
+    return export_size_of(checkpoint)[0]
+
+
+def export_size_of(checkpoint: str | os.PathLike[str]) -> tuple[tuple[int, int], bool]:
+    """(default_export_size, whether the checkpoint recorded it), from one read of the checkpoint."""
     from lrnnet.models.checkpoint import checkpoint_sizes
 
-    return checkpoint_sizes(checkpoint).get("val_size", PAPER_EXPORT_SIZE)
+    recorded = checkpoint_sizes(checkpoint).get("val_size")
+    return (recorded or PAPER_EXPORT_SIZE), recorded is not None
 
 
 def export_size_warning(checkpoint: str | os.PathLike[str], options: ExportOptions) -> str | None:

@@ -167,7 +167,7 @@ class CameraSource(_CaptureSource):
 
     def __init__(self, spec: str | int, timeout_s: float = STREAM_TIMEOUT_S) -> None:
         self.spec = spec
-        index = camera_index(str(spec))
+        self.index = index = camera_index(str(spec))  # None: a stream URL
         check_timeout(timeout_s)
         if index is not None:
             capture = cv2.VideoCapture(index)
@@ -181,8 +181,7 @@ class CameraSource(_CaptureSource):
         super().__init__(capture, what if index is not None else str(spec))
 
     def default_output_stem(self) -> Path:
-        index = camera_index(str(self.spec))
-        return Path(f"camera{index}_seg" if index is not None else "stream_seg")
+        return Path(f"camera{self.index}_seg" if self.index is not None else "stream_seg")
 
 
 class ImageFolderSource(FrameSource):

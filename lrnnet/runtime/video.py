@@ -34,9 +34,9 @@ import numpy as np
 
 import lrnnet
 from lrnnet._io import (
+    VideoProbe,
     atomic_output,
     check_writable,
-    probe_video,
     refuse_overwrite,
     verify_folder,
     verify_video,
@@ -91,8 +91,9 @@ class PipelineOptions:
         if self.warmup < 0 or self.queue_size < 1:
             raise InputError("warmup must be >= 0 and queue_size >= 1")
         # not (x > 0) also refuses nan; inf would hang the encoder (a zero frame duration)
-        if self.fps is not None and fps_problem(self.fps) is not None:
-            raise InputError(f"output {fps_problem(self.fps)}")
+        fps_refused = fps_problem(self.fps) if self.fps is not None else None
+        if fps_refused is not None:
+            raise InputError(f"output {fps_refused}")
         if not (self.target_fps > 0 and math.isfinite(self.target_fps)):
             raise InputError(f"target FPS must be a positive finite number, got {self.target_fps}")
 
@@ -351,11 +352,17 @@ def run_video(runner: Runner, source: FrameSource | str | Path, output: str | Pa
             # Checked before the rename: the video reopens with every frame (VideoWriter reports no ENOSPC).
             # and at the size the writer says it encodes (an odd side padded to even, never cropped).
             encoded = even_size(opened.size)
-            with atomic_output(target, verify=lambda tmp: verify_video(tmp, written, encoded)) as tmp:
+            read_back: list[VideoProbe | None] = []  # what the check read of the file, kept for the report
+
+            def verify(tmp: Path) -> None:
+                read_back.append(verify_video(tmp, written, encoded))
+
+            with atomic_output(target, verify=verify) as tmp:
                 pipeline = _Pipeline(runner, opened, options, lambda: open_video_writer(tmp, target, fps, opened.size))
                 wall = pipeline.run()
                 _check_frames(pipeline, opened)
-            fps = probe_video(target).fps or fps  # the report states the rate the file really has
+            probe = read_back[-1]
+            fps = (probe.fps if probe is not None else None) or fps  # the report states the rate the file has
     finally:
         if opened is not source:
             opened.close()
@@ -406,6 +413,7 @@ def _report(runner: Runner, source: FrameSource, target: Path, options: Pipeline
                if stage != CAPTURE_TO_OUTPUT or recorder.count}
     model_fps = latency["infer"]["fps"]
     e2e_fps = pipeline.written / wall_s if wall_s > 0 else None
+    missing = _missing(pipeline, source)
 
     def compare(fps: float | None) -> dict[str, Any]:
         return compare_with_paper(fps, device=runner.device, input_size=runner.info.input_size,
@@ -426,8 +434,8 @@ def _report(runner: Runner, source: FrameSource, target: Path, options: Pipeline
         "corrupt_frames_skipped": pipeline.corrupt_count,
         "corrupt_frames": pipeline.corrupt,
         "frames_expected": source.expected_frames,  # what the container or folder lists (None for a camera)
-        "frames_missing": _missing(pipeline, source),
-        "damage": damage_note(source.expected_frames, _missing(pipeline, source)),
+        "frames_missing": missing,
+        "damage": damage_note(source.expected_frames, missing),
         "resolution": {"height": source.size[0], "width": source.size[1]},
         "output_fps": fps,
         **{key: value for key, value in runner.describe().items()},

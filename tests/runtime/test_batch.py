@@ -841,10 +841,7 @@ def test_a_stopped_job_unwinds_with_one_line_and_leaves_nothing(signame, status,
         time.sleep(1)
         assert _processes_of(ray_temp) == [], "processes of the job's Ray are still running"
     finally:
-        if job.poll() is None:
-            job.kill()
-        _kill_cluster(ray_temp)
-        shutil.rmtree(ray_temp, ignore_errors=True)
+        _end_job(job, ray_temp)
 
 
 @pytest.mark.slow
@@ -881,10 +878,15 @@ def test_a_job_stopped_with_its_process_group_says_what_it_kept(long_videos, sou
         time.sleep(1)
         assert _processes_of(ray_temp) == [], "processes of the job's Ray are still running"
     finally:
-        if job.poll() is None:
-            job.kill()
-        _kill_cluster(ray_temp)
-        shutil.rmtree(ray_temp, ignore_errors=True)
+        _end_job(job, ray_temp)
+
+
+def _end_job(job: subprocess.Popen, ray_temp: Path) -> None:
+    """Whatever the test saw: the job's process and its Ray's are gone, and so is its Ray folder."""
+    if job.poll() is None:
+        job.kill()
+    _kill_cluster(ray_temp)
+    shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def _processes_of(temp_dir: Path) -> list[str]:
